@@ -1,0 +1,29 @@
+# Quick start: `make demo` and `make test` set up .venv from nothing when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Dev set-up pins: torch's CPU build (on these machines from local disk) and TensorFlow's CPU build.
+TORCH_PIN := torch==2.13.0
+TF_PIN := tensorflow-cpu==2.21.0
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): setup.py Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_PIN)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TF_PIN)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) demos/smoothing_demo.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check returnn_ls frontend_backends tests demos setup.py
+
+test: $(STAMP) lint
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

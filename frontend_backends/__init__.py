@@ -1,0 +1,59 @@
+"""Framework backends of ``returnn_ls``: raw tensors and integer axes only.
+
+The backends are imported lazily: :func:`get_backend` imports a framework the first time its backend is
+asked for, and :func:`backend_name_of` recognises a raw tensor by the module of its type without importing
+anything (a tensor of a framework can only exist once that framework is imported).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+from frontend_backends.base import Backend
+
+__all__ = ["BACKEND_NAMES", "Backend", "available_backends", "backend_name_of", "get_backend"]
+
+#: Backend name -> (module, class, the framework it needs).
+_REGISTRY = {
+    "torch": ("frontend_backends.torch_backend", "TorchBackend", "torch"),
+    "tensorflow": ("frontend_backends.tensorflow_backend", "TensorFlowBackend", "tensorflow"),
+}
+BACKEND_NAMES = tuple(_REGISTRY)
+
+#: Top-level module of a raw tensor's type -> backend name.
+_TYPE_MODULES = {"torch": "torch", "tensorflow": "tensorflow", "keras": "tensorflow", "tf_keras": "tensorflow"}
+
+_instances: dict[str, Backend] = {}
+
+
+def available_backends() -> list[str]:
+    """:return: the backend names whose framework is installed"""
+    return [name for name, (_, _, pkg) in _REGISTRY.items() if importlib.util.find_spec(pkg) is not None]
+
+
+def get_backend(name: str) -> Backend:
+    """:return: the backend called ``name``, importing its framework on first use"""
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"backend: unknown backend {name!r}; choose one of {list(BACKEND_NAMES)} "
+            f"(installed here: {available_backends()})"
+        )
+    if name not in _instances:
+        module_name, class_name, pkg = _REGISTRY[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ValueError(
+                f"backend: {name!r} needs the {pkg!r} package, which is not importable ({exc}); "
+                f"installed backends: {available_backends()}"
+            ) from exc
+        _instances[name] = getattr(module, class_name)()
+    return _instances[name]
+
+
+def backend_name_of(raw: Any) -> str | None:
+    """:return: the backend name of a raw framework tensor, or None (numpy arrays, Python values)"""
+    module = type(raw).__module__.split(".", 1)[0]
+    return _TYPE_MODULES.get(module)

@@ -1,0 +1,166 @@
+"""The backend protocol: every primitive the frontend needs, over raw tensors and integer axes.
+
+A backend never sees a :class:`returnn_ls.Dim`. The frontend (``returnn_ls``) resolves every dim to an
+integer axis, aligns operands so that they broadcast in the framework's positional sense, and then calls
+exactly one primitive per raw operation. Adding a framework means subclassing :class:`Backend` and
+implementing the abstract methods below; nothing else in the project changes.
+
+Conventions for all primitives:
+
+- ``x``, ``a``, ``b``, ``cond`` are raw framework tensors (``torch.Tensor``, ``tf.Tensor``); where noted,
+  Python scalars are accepted too and take the dtype of the other operand.
+- ``axis`` is a non-negative ``int``, ``axes`` a tuple of them.
+- ``dtype`` is a string: ``"float16"``, ``"bfloat16"``, ``"float32"``, ``"float64"``, ``"int32"``,
+  ``"int64"`` or ``"bool"``.
+- No primitive modifies its inputs.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Binary operations shared by all backends: the frameworks implement Python's operators elementwise with
+#: numpy-style broadcasting, so one table serves every backend.
+BINARY_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "truediv": operator.truediv,
+    "pow": operator.pow,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "logical_and": operator.and_,
+    "logical_or": operator.or_,
+}
+
+#: Names accepted by :meth:`Backend.unary`.
+UNARY_OPS = ("neg", "abs", "exp", "log", "log1p", "sqrt", "square", "relu", "tanh", "sigmoid", "logical_not")
+
+#: Names accepted by :meth:`Backend.reduce`.
+REDUCE_OPS = ("sum", "mean", "max", "min", "logsumexp", "any", "all")
+
+
+class Backend:
+    """Base class of the backends. Subclasses set :attr:`name` and implement the primitives."""
+
+    #: The name used by ``returnn_ls.select_backend``.
+    name: str = ""
+
+    # -- creation and inspection ------------------------------------------------------------------------------
+
+    def is_tensor(self, x: Any) -> bool:
+        """:return: whether ``x`` is a raw tensor (or variable) of this backend's framework"""
+        raise NotImplementedError
+
+    def convert(self, value: Any, dtype: str | None = None) -> Any:
+        """Create a new raw tensor from a numpy array, Python scalar or nested list (always a copy).
+
+        :param dtype: the dtype of the result; ``None`` keeps the numpy dtype of ``value``
+        """
+        raise NotImplementedError
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """:return: a numpy copy of ``x`` (detached from any autograd graph); eager tensors only"""
+        raise NotImplementedError
+
+    def concrete_value(self, x: Any) -> np.ndarray | None:
+        """:return: the value of ``x`` as numpy if it can be read now without tracing or compiling, else None.
+
+        Used for argument checks that are skipped inside ``tf.function`` and ``torch.compile``.
+        """
+        raise NotImplementedError
+
+    def dtype(self, x: Any) -> str:
+        """:return: the dtype of ``x`` as a string (see the module docstring)"""
+        raise NotImplementedError
+
+    def shape(self, x: Any) -> tuple[int | None, ...]:
+        """:return: the static shape of ``x``; an entry is None where it is only known at run time"""
+        raise NotImplementedError
+
+    def axis_size(self, x: Any, axis: int) -> Any:
+        """:return: the size of ``x`` along ``axis``: an ``int``, or a scalar int tensor inside a graph"""
+        raise NotImplementedError
+
+    def arange(self, n: Any, dtype: str) -> Any:
+        """:return: ``[0, 1, ..., n-1]``; ``n`` is an ``int`` or a scalar int tensor"""
+        raise NotImplementedError
+
+    # -- shape and dtype ---------------------------------------------------------------------------------------
+
+    def cast(self, x: Any, dtype: str) -> Any:
+        """:return: ``x`` converted to ``dtype`` (``x`` itself if it already has it)"""
+        raise NotImplementedError
+
+    def transpose(self, x: Any, perm: Sequence[int]) -> Any:
+        """:return: ``x`` with its axes permuted; axis ``i`` of the result is axis ``perm[i]`` of ``x``"""
+        raise NotImplementedError
+
+    def expand_dims(self, x: Any, axis: int) -> Any:
+        """:return: ``x`` with a new axis of size 1 inserted at position ``axis``"""
+        raise NotImplementedError
+
+    # -- elementwise -------------------------------------------------------------------------------------------
+
+    def binary(self, op: str, a: Any, b: Any) -> Any:
+        """Elementwise binary operation ``op`` (a key of :data:`BINARY_OPS`, ``"maximum"`` or ``"minimum"``).
+
+        ``a`` and ``b`` have equal rank (or one is a Python scalar) and broadcast positionally.
+        """
+        return BINARY_OPS[op](a, b)
+
+    def unary(self, op: str, x: Any) -> Any:
+        """Elementwise unary operation ``op``, one of :data:`UNARY_OPS`."""
+        raise NotImplementedError
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        """:return: ``a`` where ``cond`` is true, else ``b``; the operands broadcast positionally"""
+        raise NotImplementedError
+
+    # -- reductions and softmax --------------------------------------------------------------------------------
+
+    def reduce(self, op: str, x: Any, axes: Sequence[int], keepdims: bool = False) -> Any:
+        """Reduce ``x`` over ``axes`` with ``op``, one of :data:`REDUCE_OPS`."""
+        raise NotImplementedError
+
+    def log_softmax(self, x: Any, axis: int) -> Any:
+        """:return: ``x - logsumexp(x, axis)``, computed stably"""
+        raise NotImplementedError
+
+    def softmax(self, x: Any, axis: int) -> Any:
+        """:return: ``exp(log_softmax(x, axis))``, computed stably"""
+        raise NotImplementedError
+
+    def gather_last(self, x: Any, indices: Any) -> Any:
+        """:return: ``x[..., indices[...]]``: ``x`` has shape ``[*S, K]``, ``indices`` shape ``S``, result ``S``"""
+        raise NotImplementedError
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        """:return: the matrix product over the last axis of ``a`` and the first axis of 2-D ``b``"""
+        raise NotImplementedError
+
+    # -- gradients ---------------------------------------------------------------------------------------------
+
+    def stop_gradient(self, x: Any) -> Any:
+        """:return: ``x`` in the forward pass; no gradient flows back through it"""
+        raise NotImplementedError
+
+    def scaled_gradient_ext(self, x: Any, scale: Any, shift: Any, sum_axis: int | None, sum_weight: Any = None) -> Any:
+        """Identity in the forward pass; in the backward pass the incoming gradient ``g`` becomes
+
+        - ``g * scale + shift * sum(|g| * sum_weight, sum_axis, keepdims)`` if ``sum_axis`` is given,
+        - ``g * scale + shift`` otherwise.
+
+        ``scale`` and ``shift`` are Python floats or raw tensors that broadcast against ``x`` (``shift``
+        may be None). ``sum_weight`` (raw tensor or None for all ones) restricts the sum to some labels.
+        No gradient flows to ``scale``, ``shift`` or ``sum_weight``.
+        """
+        raise NotImplementedError

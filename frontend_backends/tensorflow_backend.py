@@ -1,0 +1,156 @@
+"""TensorFlow backend. Imports tensorflow at the top: this module is imported only once the backend is used.
+
+Custom gradients use ``tf.custom_gradient``, so they work eagerly, inside ``tf.function`` and with XLA
+(``jit_compile=True``), unlike ``gradient_override_map``, which is graph-mode only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from frontend_backends.base import Backend
+
+_UNARY = {
+    "neg": tf.negative,
+    "abs": tf.abs,
+    "exp": tf.exp,
+    "log": tf.math.log,
+    "log1p": tf.math.log1p,
+    "sqrt": tf.sqrt,
+    "square": tf.square,
+    "relu": tf.nn.relu,
+    "tanh": tf.tanh,
+    "sigmoid": tf.sigmoid,
+    "logical_not": tf.logical_not,
+}
+
+_REDUCE = {
+    "sum": tf.reduce_sum,
+    "mean": tf.reduce_mean,
+    "max": tf.reduce_max,
+    "min": tf.reduce_min,
+    "logsumexp": tf.reduce_logsumexp,
+    "any": tf.reduce_any,
+    "all": tf.reduce_all,
+}
+
+
+def _as_tensor(value: Any, like: Any) -> Any:
+    """Convert a Python scalar to a tensor of ``like``'s dtype; tensors pass through."""
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        return value
+    return tf.constant(value, dtype=like.dtype)
+
+
+def _scaled_gradient_ext(x, scale, shift, sum_axis, sum_weight):
+    @tf.custom_gradient
+    def op(x_, scale_, shift_, sum_weight_):
+        def grad(dy):
+            out = dy * scale_
+            if shift is not None:
+                shift_total = shift_
+                if sum_axis is not None:
+                    absg = tf.abs(dy)
+                    if sum_weight is not None:
+                        absg = absg * sum_weight_
+                    shift_total = shift_ * tf.reduce_sum(absg, axis=sum_axis, keepdims=True)
+                out = out + shift_total
+            return out, None, None, None
+
+        return tf.identity(x_), grad
+
+    as_t = [_as_tensor(v if v is not None else 0.0, x) for v in (scale, shift, sum_weight)]
+    return op(x, *as_t)
+
+
+class TensorFlowBackend(Backend):
+    """The TensorFlow backend."""
+
+    name = "tensorflow"
+
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, (tf.Tensor, tf.Variable))
+
+    def convert(self, value: Any, dtype: str | None = None) -> Any:
+        if isinstance(value, (tf.Tensor, tf.Variable)):
+            out = tf.identity(value)
+        else:
+            out = tf.constant(np.asarray(value))
+        return out if dtype is None else tf.cast(out, dtype)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x.numpy())
+
+    def concrete_value(self, x: Any) -> np.ndarray | None:
+        if not tf.executing_eagerly() or not hasattr(x, "numpy"):
+            return None
+        return np.asarray(x.numpy())
+
+    def dtype(self, x: Any) -> str:
+        return x.dtype.name
+
+    def shape(self, x: Any) -> tuple[int | None, ...]:
+        return tuple(x.shape.as_list())
+
+    def axis_size(self, x: Any, axis: int) -> Any:
+        static = x.shape[axis]
+        return static if static is not None else tf.shape(x)[axis]
+
+    def arange(self, n: Any, dtype: str) -> Any:
+        return tf.range(tf.cast(n, dtype), dtype=dtype)
+
+    def cast(self, x: Any, dtype: str) -> Any:
+        return x if x.dtype.name == dtype else tf.cast(x, dtype)
+
+    def transpose(self, x: Any, perm: Sequence[int]) -> Any:
+        return tf.transpose(x, perm)
+
+    def expand_dims(self, x: Any, axis: int) -> Any:
+        return tf.expand_dims(x, axis)
+
+    def binary(self, op: str, a: Any, b: Any) -> Any:
+        if op in ("maximum", "minimum"):
+            fn = tf.maximum if op == "maximum" else tf.minimum
+            return fn(a, b)
+        if op in ("eq", "ne"):
+            fn = tf.equal if op == "eq" else tf.not_equal
+            return fn(a, b)
+        return super().binary(op, a, b)
+
+    def unary(self, op: str, x: Any) -> Any:
+        return _UNARY[op](x)
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        if not isinstance(a, (tf.Tensor, tf.Variable)):
+            a = _as_tensor(a, b)
+        if not isinstance(b, (tf.Tensor, tf.Variable)):
+            b = _as_tensor(b, a)
+        return tf.where(cond, a, b)
+
+    def reduce(self, op: str, x: Any, axes: Sequence[int], keepdims: bool = False) -> Any:
+        axes = list(axes)
+        if not axes:
+            return x
+        return _REDUCE[op](x, axis=axes, keepdims=keepdims)
+
+    def log_softmax(self, x: Any, axis: int) -> Any:
+        return tf.nn.log_softmax(x, axis=axis)
+
+    def softmax(self, x: Any, axis: int) -> Any:
+        return tf.nn.softmax(x, axis=axis)
+
+    def gather_last(self, x: Any, indices: Any) -> Any:
+        return tf.gather(x, indices, batch_dims=len(indices.shape), axis=len(indices.shape))
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return tf.tensordot(a, b, axes=1)
+
+    def stop_gradient(self, x: Any) -> Any:
+        return tf.stop_gradient(x)
+
+    def scaled_gradient_ext(self, x: Any, scale: Any, shift: Any, sum_axis: int | None, sum_weight: Any = None) -> Any:
+        return _scaled_gradient_ext(x, scale, shift, sum_axis, sum_weight)

@@ -1,0 +1,161 @@
+"""PyTorch backend. Imports torch at the top: this module is imported only once the backend is used."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from frontend_backends.base import Backend
+
+_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "bool": torch.bool,
+}
+
+_UNARY = {
+    "neg": torch.neg,
+    "abs": torch.abs,
+    "exp": torch.exp,
+    "log": torch.log,
+    "log1p": torch.log1p,
+    "sqrt": torch.sqrt,
+    "square": torch.square,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "logical_not": torch.logical_not,
+}
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+class _ScaledGradientExt(torch.autograd.Function):
+    """Identity forward; the backward pass rescales and shifts the gradient (see ``Backend.scaled_gradient_ext``).
+
+    Tensor-valued ``scale``, ``shift`` and ``sum_weight`` go through ``save_for_backward``; float values
+    are kept on ``ctx``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, shift, sum_axis, sum_weight):  # noqa: D102
+        tensors = [v if isinstance(v, torch.Tensor) else None for v in (scale, shift, sum_weight)]
+        ctx.save_for_backward(*tensors)
+        ctx.consts = [None if isinstance(v, torch.Tensor) else v for v in (scale, shift, sum_weight)]
+        ctx.sum_axis = sum_axis
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        scale, shift, sum_weight = (
+            saved if saved is not None else const for saved, const in zip(ctx.saved_tensors, ctx.consts)
+        )
+        out = grad * scale
+        if shift is not None:
+            if ctx.sum_axis is not None:
+                absg = grad.abs()
+                if sum_weight is not None:
+                    absg = absg * sum_weight
+                shift = shift * absg.sum(dim=ctx.sum_axis, keepdim=True)
+            out = out + shift
+        return out, None, None, None, None
+
+
+class TorchBackend(Backend):
+    """The PyTorch backend."""
+
+    name = "torch"
+
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, torch.Tensor)
+
+    def convert(self, value: Any, dtype: str | None = None) -> Any:
+        if isinstance(value, torch.Tensor):
+            out = value.clone()
+        else:
+            out = torch.tensor(np.asarray(value))
+        return out if dtype is None else out.to(_DTYPES[dtype])
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    def concrete_value(self, x: Any) -> np.ndarray | None:
+        if _is_compiling():
+            return None
+        return x.detach().cpu().numpy()
+
+    def dtype(self, x: Any) -> str:
+        return str(x.dtype).rsplit(".", 1)[-1]
+
+    def shape(self, x: Any) -> tuple[int | None, ...]:
+        return tuple(x.shape)
+
+    def axis_size(self, x: Any, axis: int) -> Any:
+        return x.shape[axis]
+
+    def arange(self, n: Any, dtype: str) -> Any:
+        return torch.arange(n, dtype=_DTYPES[dtype])
+
+    def cast(self, x: Any, dtype: str) -> Any:
+        return x.to(_DTYPES[dtype])
+
+    def transpose(self, x: Any, perm: Sequence[int]) -> Any:
+        return x.permute(*perm)
+
+    def expand_dims(self, x: Any, axis: int) -> Any:
+        return x.unsqueeze(axis)
+
+    def binary(self, op: str, a: Any, b: Any) -> Any:
+        if op in ("maximum", "minimum"):
+            fn = torch.maximum if op == "maximum" else torch.minimum
+            a, b = (v if isinstance(v, torch.Tensor) else torch.tensor(v) for v in (a, b))
+            return fn(a, b)
+        return super().binary(op, a, b)
+
+    def unary(self, op: str, x: Any) -> Any:
+        return _UNARY[op](x)
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        return torch.where(cond, a, b)
+
+    def reduce(self, op: str, x: Any, axes: Sequence[int], keepdims: bool = False) -> Any:
+        axes = tuple(axes)
+        if not axes:
+            return x
+        if op in ("max", "min"):
+            return torch.amax(x, dim=axes, keepdim=keepdims) if op == "max" else torch.amin(x, axes, keepdims)
+        if op in ("any", "all"):
+            fn = torch.any if op == "any" else torch.all
+            for axis in sorted(axes, reverse=True):
+                x = fn(x, dim=axis, keepdim=keepdims)
+            return x
+        fn = {"sum": torch.sum, "mean": torch.mean, "logsumexp": torch.logsumexp}[op]
+        return fn(x, dim=axes, keepdim=keepdims)
+
+    def log_softmax(self, x: Any, axis: int) -> Any:
+        return torch.log_softmax(x, dim=axis)
+
+    def softmax(self, x: Any, axis: int) -> Any:
+        return torch.softmax(x, dim=axis)
+
+    def gather_last(self, x: Any, indices: Any) -> Any:
+        return x.gather(-1, indices.long().unsqueeze(-1)).squeeze(-1)
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return torch.matmul(a, b)
+
+    def stop_gradient(self, x: Any) -> Any:
+        return x.detach()
+
+    def scaled_gradient_ext(self, x: Any, scale: Any, shift: Any, sum_axis: int | None, sum_weight: Any = None) -> Any:
+        return _ScaledGradientExt.apply(x, scale, shift, sum_axis, sum_weight)

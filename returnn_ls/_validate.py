@@ -1,0 +1,119 @@
+"""Argument checks shared by the public functions. Every failure names the function, the argument and what
+is allowed. Checks that need a tensor's value run only where it can be read without tracing or compiling
+(eager TensorFlow, PyTorch outside ``torch.compile``)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from returnn_ls.dim import Dim
+from returnn_ls.tensor import Tensor
+
+_FLOATS = ("float16", "bfloat16", "float32", "float64")
+
+
+def check_tensor(x: Any, name: str, func: str) -> Tensor:
+    """:return: ``x`` if it is a Tensor, else raise a TypeError"""
+    if not isinstance(x, Tensor):
+        hint = " (wrap raw data with returnn_ls.convert_to_tensor(..., dims=[...]))" if x is not None else ""
+        raise TypeError(f"{func}: {name} must be a returnn_ls.Tensor, got {type(x).__name__}{hint}")
+    return x
+
+
+def check_float(x: Tensor, name: str, func: str) -> None:
+    """Raise a TypeError unless ``x`` has a floating-point dtype."""
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"{func}: {name} must have a float dtype {list(_FLOATS)}, got {x.dtype}")
+
+
+def check_fraction(value: Any, name: str, func: str, *, upper_open: bool = False) -> float | Tensor:
+    """Check a float or scalar float Tensor in ``[0, 1]`` (``[0, 1)`` with ``upper_open``); NaN is rejected."""
+    allowed = "[0, 1)" if upper_open else "[0, 1]"
+    if isinstance(value, Tensor):
+        if value.dims:
+            raise ValueError(f"{func}: {name} must be a float or a scalar Tensor (no dims), got dims {value.dims}")
+        check_float(value, name, func)
+        concrete = value.concrete_value()
+        values = [float(concrete)] if concrete is not None else []
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        values = [float(value)]
+    else:
+        raise TypeError(f"{func}: {name} must be a float in {allowed} or a scalar Tensor, got {type(value).__name__}")
+    for v in values:
+        if math.isnan(v) or v < 0 or v > 1 or (upper_open and v == 1):
+            raise ValueError(f"{func}: {name} must be in {allowed}, got {v}")
+    return value if isinstance(value, Tensor) else float(value)
+
+
+def resolve_axis(x: Tensor, axis: Dim | None, func: str, *, name: str = "axis") -> Dim:
+    """:return: ``axis``, or the default (sparse dim, else feature dim), checked to be a static dim of size >= 2"""
+    if axis is None:
+        axis = x.sparse_dim or x.feature_dim
+        if axis is None:
+            raise ValueError(f"{func}: no {name} given and the tensor {x} has no feature_dim or sparse_dim")
+    if not isinstance(axis, Dim):
+        raise TypeError(f"{func}: {name} must be a Dim, got {type(axis).__name__}")
+    if axis not in x.dims and axis is not x.sparse_dim:
+        raise ValueError(f"{func}: {name} {axis} is not one of the tensor's dims {list(x.dims)}")
+    if axis.dimension is None:
+        raise ValueError(f"{func}: {name} {axis} must be a static dim (the label axis), not a dynamic one")
+    if axis.dimension < 2:
+        raise ValueError(f"{func}: {name} {axis} must have at least 2 labels, got {axis.dimension}")
+    return axis
+
+
+def check_exclude_labels(labels: Sequence[int] | None, num_labels: int, func: str) -> tuple[int, ...]:
+    """:return: the excluded labels as a tuple; they must be distinct ints in ``[0, num_labels)`` leaving >= 2"""
+    if labels is None:
+        return ()
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+        raise TypeError(f"{func}: exclude_labels must be a sequence of ints, got {type(labels).__name__}")
+    for label in labels:
+        if not isinstance(label, numbers.Integral) or isinstance(label, bool):
+            raise TypeError(f"{func}: exclude_labels must hold ints, got {label!r}")
+        if not 0 <= label < num_labels:
+            raise ValueError(f"{func}: exclude_labels entry {label} is out of range [0, {num_labels})")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{func}: exclude_labels has duplicates: {list(labels)}")
+    if num_labels - len(labels) < 2:
+        raise ValueError(
+            f"{func}: exclude_labels {list(labels)} leaves {num_labels - len(labels)} of {num_labels} labels; "
+            "at least 2 must stay included"
+        )
+    return tuple(int(label) for label in labels)
+
+
+def check_labels_in_range(labels: Tensor, num_labels: int, name: str, func: str) -> None:
+    """Raise a ValueError if a label inside the sequences (padding excluded) is outside ``[0, num_labels)``."""
+    values = labels.concrete_value()
+    if values is None:
+        return
+    valid = np.ones(values.shape, dtype=bool)
+    for i, dim in enumerate(labels.dims):
+        if dim.dimension is None:
+            valid &= _numpy_mask(dim, labels.dims, values.shape[i], i)
+    bad = values[valid & ((values < 0) | (values >= num_labels))]
+    if bad.size:
+        raise ValueError(f"{func}: {name} has labels outside [0, {num_labels}): e.g. {bad[:5].tolist()}")
+
+
+def _numpy_mask(dim: Dim, dims: tuple[Dim, ...], length: int, axis: int) -> np.ndarray:
+    """:return: the mask of a dynamic ``dim`` broadcastable against an array with ``dims`` (True = valid)"""
+    sizes = dim.dyn_size_ext
+    raw = sizes.concrete_value()
+    if raw is None or any(d not in dims for d in sizes.dims):
+        return np.ones((1,) * len(dims), dtype=bool)
+    perm = [sizes.dims.index(d) for d in dims if d in sizes.dims]
+    raw = np.transpose(raw, perm)
+    shape = [1] * len(dims)
+    for d, n in zip([d for d in dims if d in sizes.dims], raw.shape):
+        shape[dims.index(d)] = n
+    raw = raw.reshape(shape)
+    pos_shape = [1] * len(dims)
+    pos_shape[axis] = length
+    return np.arange(length).reshape(pos_shape) < raw

@@ -1,0 +1,88 @@
+"""Operations that are the identity in the forward pass and change only the gradient."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from returnn_ls import _validate
+from returnn_ls.dim import Dim
+from returnn_ls.ops import align, cast
+from returnn_ls.tensor import Tensor
+
+__all__ = ["scaled_gradient", "scaled_gradient_ext", "stop_gradient"]
+
+
+def stop_gradient(source: Tensor) -> Tensor:
+    """:return: ``source`` in the forward pass; no gradient flows back through it"""
+    _validate.check_tensor(source, "source", "stop_gradient")
+    return source.copy_template(source.backend.stop_gradient(source.raw_tensor))
+
+
+def scaled_gradient(source: Tensor, scale: float | Tensor) -> Tensor:
+    """:return: ``source`` in the forward pass; in the backward pass the gradient is multiplied by ``scale``"""
+    return scaled_gradient_ext(source, scale=scale)
+
+
+def _raw_factor(value: Any, source: Tensor, name: str) -> Any:
+    """:return: a float, or ``value``'s raw tensor aligned to ``source``'s dims and cast to its dtype"""
+    if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+        return None if value is None else float(value)
+    if not isinstance(value, Tensor):
+        raise TypeError(f"scaled_gradient_ext: {name} must be a float or a Tensor, got {type(value).__name__}")
+    if value.backend is not source.backend:
+        raise TypeError(
+            f"scaled_gradient_ext: {name} is on {value.backend.name}, source on {source.backend.name}; "
+            "cannot mix backends"
+        )
+    extra = [d for d in value.dims if d not in source.dims]
+    if extra:
+        raise ValueError(
+            f"scaled_gradient_ext: the dims of {name} must be a subset of the source's dims "
+            f"{list(source.dims)}; it has {extra} besides"
+        )
+    if value.dtype != source.dtype:
+        value = cast(value, source.dtype)
+    return align(value, source.dims)
+
+
+def scaled_gradient_ext(
+    source: Tensor,
+    *,
+    scale: float | Tensor = 1.0,
+    shift: float | Tensor | None = None,
+    scale_shift_by_sum_over_axis: Dim | None = None,
+    sum_mask: Tensor | None = None,
+) -> Tensor:
+    """Identity in the forward pass; rescales and shifts the gradient in the backward pass.
+
+    With incoming gradient ``g``, the gradient passed on to ``source`` is::
+
+        g * scale + shift * sum(|g|, axis)   if scale_shift_by_sum_over_axis (= axis) is given,
+        g * scale + shift                    otherwise.
+
+    :param source: any float Tensor
+    :param scale: float or Tensor whose dims are a subset of ``source.dims`` (any order; aligned by dim)
+    :param shift: like ``scale``, or None for no shift
+    :param scale_shift_by_sum_over_axis: a dim of ``source``: scale the shift by the sum of ``|g|`` over it
+    :param sum_mask: (this library's extension) a Tensor over ``scale_shift_by_sum_over_axis``: the sum runs
+        over ``|g| * sum_mask`` only, e.g. 0 for excluded labels
+    """
+    func = "scaled_gradient_ext"
+    _validate.check_tensor(source, "source", func)
+    _validate.check_float(source, "source", func)
+    sum_axis = None
+    if scale_shift_by_sum_over_axis is not None:
+        if not isinstance(scale_shift_by_sum_over_axis, Dim) or scale_shift_by_sum_over_axis not in source.dims:
+            raise ValueError(
+                f"{func}: scale_shift_by_sum_over_axis must be one of the source's dims {list(source.dims)}, "
+                f"got {scale_shift_by_sum_over_axis!r}"
+            )
+        sum_axis = source.dims.index(scale_shift_by_sum_over_axis)
+    raw_scale = _raw_factor(scale, source, "scale")
+    raw_shift = _raw_factor(shift, source, "shift")
+    raw_weight = _raw_factor(sum_mask, source, "sum_mask") if sum_axis is not None else None
+    raw = source.backend.scaled_gradient_ext(
+        source.raw_tensor, 1.0 if raw_scale is None else raw_scale, raw_shift, sum_axis, raw_weight
+    )
+    return source.copy_template(raw)

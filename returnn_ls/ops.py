@@ -1,0 +1,298 @@
+"""Dim-aware operations: every other module builds on these.
+
+The one mechanism here is :func:`align`: it transposes a tensor into a target dim order and inserts size-1
+axes for dims it lacks, so that any raw elementwise operation broadcasts correctly by dim identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from frontend_backends import Backend
+from returnn_ls import _backend
+from returnn_ls.dim import Dim
+from returnn_ls.tensor import Tensor, is_scalar
+
+__all__ = [
+    "abs", "cast", "exp", "gather", "log", "log_softmax", "range_over_dim", "reduce", "reduce_logsumexp",
+    "reduce_max", "reduce_mean", "reduce_min", "reduce_sum", "relu", "sequence_mask", "sigmoid", "softmax",
+    "tanh", "where",
+]  # fmt: skip
+
+_FLOAT_RANK = {"float16": 1, "bfloat16": 1, "float32": 2, "float64": 3}
+_COMPARE = ("lt", "le", "gt", "ge", "eq", "ne")
+
+
+def common_backend(*values: Any) -> Backend:
+    """:return: the backend shared by all Tensors among ``values``; mixing backends is a TypeError"""
+    backends = {v.backend.name: v.backend for v in values if isinstance(v, Tensor)}
+    if len(backends) > 1:
+        raise TypeError(f"cannot mix tensors of different backends in one operation: {sorted(backends)}")
+    return next(iter(backends.values())) if backends else _backend.selected_backend()
+
+
+def merge_dims(*values: Any) -> tuple[Dim, ...]:
+    """:return: the dims of the Tensors among ``values``, in order of first appearance"""
+    dims: list[Dim] = []
+    for v in values:
+        if isinstance(v, Tensor):
+            dims.extend(d for d in v.dims if d not in dims)
+    return tuple(dims)
+
+
+def align(x: Tensor, dims: Sequence[Dim]) -> Any:
+    """:return: ``x``'s raw tensor with axes in the order of ``dims`` and a size-1 axis for each missing dim"""
+    missing = [d for d in x.dims if d not in dims]
+    if missing:
+        raise ValueError(f"cannot align {x} to dims {list(dims)}: it has extra dims {missing}")
+    perm = [x.dims.index(d) for d in dims if d in x.dims]
+    raw = x.raw_tensor
+    if perm != sorted(perm):
+        raw = x.backend.transpose(raw, perm)
+    for i, d in enumerate(dims):
+        if d not in x.dims:
+            raw = x.backend.expand_dims(raw, i)
+    return raw
+
+
+def _promote(values: Sequence[Any]) -> str | None:
+    """:return: the dtype all Tensor operands are cast to, or None if they already agree"""
+    dtypes = {v.dtype for v in values if isinstance(v, Tensor)}
+    floats = [d for d in dtypes if d in _FLOAT_RANK]
+    if floats:
+        target = max(floats, key=lambda d: _FLOAT_RANK[d])
+    elif any(isinstance(v, float) for v in values):
+        target = "float32"
+    elif len(dtypes) > 1 and dtypes <= {"int32", "int64"}:
+        target = "int64"
+    else:
+        return None
+    return None if dtypes == {target} else target
+
+
+def _prepare(values: Sequence[Any], dims: tuple[Dim, ...]) -> list[Any]:
+    """Align Tensor operands to ``dims`` and cast them to a common dtype; Python scalars pass through."""
+    target = _promote(values)
+    out = []
+    for v in values:
+        if isinstance(v, Tensor):
+            if target is not None and v.dtype != target and v.dtype != "bool":
+                v = cast(v, target)
+            out.append(align(v, dims))
+        elif is_scalar(v):
+            out.append(v)
+        else:
+            raise TypeError(f"expected a Tensor or a number, got {type(v).__name__}")
+    return out
+
+
+def _result(raw: Any, dims: tuple[Dim, ...], backend: Backend, *sources: Any) -> Tensor:
+    feature = next((v.feature_dim for v in sources if isinstance(v, Tensor) and v.feature_dim in dims), None)
+    return Tensor(raw, dims, feature_dim=feature, backend=backend)
+
+
+def binary(op: str, a: Any, b: Any) -> Tensor:
+    """Elementwise ``op`` (see ``frontend_backends.base.BINARY_OPS``) of two Tensors or a Tensor and a number."""
+    backend = common_backend(a, b)
+    dims = merge_dims(a, b)
+    ra, rb = _prepare([a, b], dims)
+    if is_scalar(ra) and is_scalar(rb):
+        raise TypeError("binary: at least one operand must be a Tensor")
+    return _result(backend.binary(op, ra, rb), dims, backend, a, b)
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """:return: elementwise maximum, broadcast by dims"""
+    return binary("maximum", a, b)
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    """:return: elementwise minimum, broadcast by dims"""
+    return binary("minimum", a, b)
+
+
+def unary(op: str, x: Tensor) -> Tensor:
+    """Elementwise ``op`` (see ``frontend_backends.base.UNARY_OPS``); keeps dims, feature and sparse dim."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: expected a Tensor, got {type(x).__name__}")
+    return x.copy_template(x.backend.unary(op, x.raw_tensor))
+
+
+def exp(x: Tensor) -> Tensor:
+    """:return: ``e**x``"""
+    return unary("exp", x)
+
+
+def log(x: Tensor) -> Tensor:
+    """:return: natural logarithm"""
+    return unary("log", x)
+
+
+def abs(x: Tensor) -> Tensor:  # noqa: A001
+    """:return: ``|x|``"""
+    return unary("abs", x)
+
+
+def relu(x: Tensor) -> Tensor:
+    """:return: ``max(x, 0)``"""
+    return unary("relu", x)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """:return: hyperbolic tangent"""
+    return unary("tanh", x)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """:return: logistic sigmoid"""
+    return unary("sigmoid", x)
+
+
+def cast(x: Tensor, dtype: str) -> Tensor:
+    """:return: ``x`` converted to ``dtype`` (sparse dim kept only for integer dtypes)"""
+    out = x.copy_template(x.backend.cast(x.raw_tensor, dtype))
+    if not dtype.startswith("int"):
+        out.sparse_dim = None
+    return out
+
+
+def where(cond: Tensor, true_value: Any, false_value: Any) -> Tensor:
+    """:return: ``true_value`` where ``cond`` else ``false_value``, broadcast by dims"""
+    backend = common_backend(cond, true_value, false_value)
+    dims = merge_dims(cond, true_value, false_value)
+    rc = align(cond, dims)
+    rt, rf_ = _prepare([true_value, false_value], dims)
+    if is_scalar(rt) and is_scalar(rf_):
+        rt = backend.convert(rt, "float32" if isinstance(rt, float) else None)
+    return _result(backend.where(rc, rt, rf_), dims, backend, true_value, false_value)
+
+
+def _axes_of(x: Tensor, axis: Dim | Sequence[Dim], func: str) -> list[Dim]:
+    axes = [axis] if isinstance(axis, Dim) else list(axis)
+    for a in axes:
+        if not isinstance(a, Dim):
+            raise TypeError(f"{func}: axis must be a Dim or a sequence of Dims, got {type(a).__name__}")
+        if a not in x.dims:
+            raise ValueError(f"{func}: axis {a} is not one of the tensor's dims {list(x.dims)}")
+    return axes
+
+
+_NEUTRAL = {"sum": 0.0, "mean": 0.0, "max": float("-inf"), "min": float("inf"), "logsumexp": float("-inf")}
+
+
+def reduce(x: Tensor, *, mode: str, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """Reduce over ``axis`` (a Dim or several). Padding frames of dynamic dims are ignored when ``use_mask``.
+
+    :param mode: ``"sum"``, ``"mean"``, ``"max"``, ``"min"``, ``"logsumexp"``, ``"any"`` or ``"all"``
+    """
+    axes = _axes_of(x, axis, f"reduce_{mode}")
+    dynamic = [a for a in axes if a.dimension is None] if use_mask else []
+    for a in dynamic:
+        neutral = _NEUTRAL.get(mode, mode == "all")
+        x = where(sequence_mask(a, x), x, neutral)
+    raw_mode = "sum" if (mode == "mean" and dynamic) else mode
+    raw = x.backend.reduce(raw_mode, x.raw_tensor, [x.dims.index(a) for a in axes])
+    out_dims = tuple(d for d in x.dims if d not in axes)
+    out = Tensor(raw, out_dims, feature_dim=x.feature_dim if x.feature_dim in out_dims else None, backend=x.backend)
+    if raw_mode != mode:
+        out = out / _count_valid(x, axes, dynamic, out.dtype)
+    return out
+
+
+def _count_valid(x: Tensor, axes: list[Dim], dynamic: list[Dim], dtype: str) -> Tensor:
+    """:return: the number of non-padding entries of ``x`` over ``axes``, over the remaining dims"""
+    mask = sequence_mask(dynamic[0], x)
+    for a in dynamic[1:]:
+        mask = mask & sequence_mask(a, x)
+    count = reduce_sum(cast(mask, dtype), axis=[a for a in axes if a in mask.dims], use_mask=False)
+    static = 1
+    for a in axes:
+        static *= 1 if a in mask.dims else a.dimension
+    return count * float(static)
+
+
+def reduce_sum(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: sum over ``axis``"""
+    return reduce(x, mode="sum", axis=axis, use_mask=use_mask)
+
+
+def reduce_mean(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: mean over ``axis`` (over valid frames only for dynamic dims)"""
+    return reduce(x, mode="mean", axis=axis, use_mask=use_mask)
+
+
+def reduce_max(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: maximum over ``axis``"""
+    return reduce(x, mode="max", axis=axis, use_mask=use_mask)
+
+
+def reduce_min(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: minimum over ``axis``"""
+    return reduce(x, mode="min", axis=axis, use_mask=use_mask)
+
+
+def reduce_logsumexp(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: ``log(sum(exp(x)))`` over ``axis``, computed stably"""
+    return reduce(x, mode="logsumexp", axis=axis, use_mask=use_mask)
+
+
+def range_over_dim(dim: Dim, *, like: Tensor | None = None, dtype: str = "int32") -> Tensor:
+    """:return: ``[0, 1, ..., size-1]`` over ``[dim]``, with ``sparse_dim=dim``.
+
+    :param like: a tensor that has ``dim``: its axis length is used (for a dynamic dim, else the max size)
+    """
+    if like is not None and dim in like.dims:
+        backend = like.backend
+        n = backend.axis_size(like.raw_tensor, like.dims.index(dim))
+    elif dim.dimension is not None:
+        backend, n = (like.backend if like is not None else _backend.selected_backend()), dim.dimension
+    else:
+        sizes = dim.dyn_size_ext
+        backend, n = sizes.backend, sizes.backend.reduce("max", sizes.raw_tensor, range(len(sizes.dims)))
+    return Tensor(backend.arange(n, dtype), (dim,), sparse_dim=dim, backend=backend)
+
+
+def sequence_mask(dim: Dim, like: Tensor | None = None) -> Tensor:
+    """:return: bool Tensor, True inside each sequence: dims ``dyn_size_ext.dims + [dim]`` (``[dim]`` if static)
+
+    :param like: a tensor that has ``dim``; its axis length sets the mask's length
+    """
+    indices = range_over_dim(dim, like=like)
+    if dim.dimension is not None:
+        return indices >= 0
+    sizes = dim.dyn_size_ext
+    if sizes.backend is not indices.backend:
+        raise TypeError(f"the sizes of {dim} are on {sizes.backend.name}, the data on {indices.backend.name}")
+    return sizes > cast(indices, sizes.dtype)
+
+
+def log_softmax(x: Tensor, *, axis: Dim, use_mask: bool = True) -> Tensor:
+    """:return: ``x - logsumexp(x, axis)``; padding of a dynamic ``axis`` gets ``-inf``"""
+    _axes_of(x, axis, "log_softmax")
+    if use_mask and axis.dimension is None:
+        x = where(sequence_mask(axis, x), x, float("-inf"))
+    out = x.copy_template(x.backend.log_softmax(x.raw_tensor, x.dims.index(axis)))
+    out.feature_dim = x.feature_dim or axis
+    return out
+
+
+def softmax(x: Tensor, *, axis: Dim, use_mask: bool = True) -> Tensor:
+    """:return: ``exp(log_softmax(x, axis))``; padding of a dynamic ``axis`` gets probability 0"""
+    _axes_of(x, axis, "softmax")
+    if use_mask and axis.dimension is None:
+        x = where(sequence_mask(axis, x), x, float("-inf"))
+    out = x.copy_template(x.backend.softmax(x.raw_tensor, x.dims.index(axis)))
+    out.feature_dim = x.feature_dim or axis
+    return out
+
+
+def gather(x: Tensor, *, indices: Tensor, axis: Dim) -> Tensor:
+    """:return: ``x`` at position ``indices`` along ``axis``; ``indices`` has the dims of ``x`` without ``axis``"""
+    _axes_of(x, axis, "gather")
+    common_backend(x, indices)
+    others = tuple(d for d in x.dims if d is not axis)
+    if set(map(id, indices.dims)) != set(map(id, others)):
+        raise ValueError(f"gather: indices dims {list(indices.dims)} must be the dims of x without {axis}: {others}")
+    raw = x.backend.gather_last(align(x, others + (axis,)), align(indices, others))
+    return Tensor(raw, others, backend=x.backend)
