@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
 from returnn_ls.gradient import scaled_gradient_ext
-from returnn_ls.ops import range_over_dim, where
+from returnn_ls.ops import constant, range_over_dim, where
 from returnn_ls.tensor import Tensor
 
 __all__ = ["label_smoothed_log_prob_gradient", "label_smoothing", "smooth_one_hot"]
@@ -61,18 +61,11 @@ def smooth_one_hot(source: Tensor, *, label_prob: float | Tensor) -> Tensor:
     axis = _validate.resolve_axis(source, source.sparse_dim, func, name="source.sparse_dim")
     _validate.check_labels_in_range(source, axis.dimension, "source", func)
     is_label = range_over_dim(axis, like=source) == source
-    if isinstance(label_prob, Tensor):
-        on, off = label_prob, (1.0 - label_prob) / (axis.dimension - 1)
-    else:
-        on, off = _as_float_tensor(label_prob, source), (1.0 - label_prob) / (axis.dimension - 1)
-    out = where(is_label, on, off)
+    on = label_prob if isinstance(label_prob, Tensor) else constant(label_prob, like=source, dtype="float32")
+    out = where(is_label, on, (1.0 - label_prob) / (axis.dimension - 1))
     out = out.copy_transpose(source.dims + (axis,))
     out.feature_dim = axis
     return out
-
-
-def _as_float_tensor(value: float, like: Tensor) -> Tensor:
-    return Tensor(like.backend.convert(value, "float32"), (), backend=like.backend)
 
 
 def label_smoothed_log_prob_gradient(
@@ -126,7 +119,9 @@ def label_smoothed_log_prob_gradient(
     included = range_over_dim(axis, like=log_prob) >= 0
     for label in excluded:
         included = included & (range_over_dim(axis, like=log_prob) != label)
+    if not isinstance(factor, Tensor):
+        factor, floor = constant(factor, like=log_prob), constant(floor, like=log_prob)
     scale = where(included, factor, 1.0)
     shift = where(included, -floor, 0.0)
-    sum_mask = None if returnn_compat else where(included, 1.0, 0.0)
+    sum_mask = None if returnn_compat else where(included, constant(1.0, like=log_prob), 0.0)
     return scaled_gradient_ext(log_prob, scale=scale, shift=shift, scale_shift_by_sum_over_axis=axis, sum_mask=sum_mask)

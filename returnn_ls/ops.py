@@ -157,6 +157,11 @@ def cast(x: Tensor, dtype: str) -> Tensor:
     return out
 
 
+def constant(value: float | int | bool, *, like: Tensor, dtype: str | None = None) -> Tensor:
+    """:return: a scalar Tensor (no dims) on ``like``'s backend, with ``dtype`` (default ``like.dtype``)"""
+    return Tensor(like.backend.convert(value, dtype or like.dtype), (), backend=like.backend)
+
+
 def where(cond: Tensor, true_value: Any, false_value: Any) -> Tensor:
     """:return: ``true_value`` where ``cond`` else ``false_value``, broadcast by dims"""
     backend = common_backend(cond, true_value, false_value)

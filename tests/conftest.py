@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,6 +60,22 @@ class BackendHelper:
         grads = tape.gradient(total, xs)
         grads = [g if g is not None else tf.zeros_like(x) for g, x in zip(grads, xs)]
         return self.numpy(out), [np.asarray(g) for g in grads]
+
+    def gradcheck(self, fn: Callable[..., Any], *arrays: np.ndarray) -> bool:
+        """Check the analytic gradient of ``fn`` (raw float64 tensors -> raw tensor) against finite differences
+        with the framework's own checker: ``torch.autograd.gradcheck`` or ``tf.test.compute_gradient``."""
+        if self.name == "torch":
+            import torch
+
+            xs = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in arrays]
+            return torch.autograd.gradcheck(fn, xs, eps=1e-6, atol=1e-7)
+        import tensorflow as tf
+
+        xs = [tf.constant(a, dtype=tf.float64) for a in arrays]
+        theoretical, numerical = tf.test.compute_gradient(fn, xs, delta=1e-6)
+        for t, n in zip(theoretical, numerical):
+            np.testing.assert_allclose(t, n, atol=1e-7)
+        return True
 
 
 def _installed(name: str) -> bool:
