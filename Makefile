@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 # Dev set-up pins: torch's CPU build (on these machines from local disk) and TensorFlow's CPU build.
 TORCH_PIN := torch==2.13.0
 TF_PIN := tensorflow-cpu==2.21.0
+# RETURNN itself, for the parity tests against its frontend (dm-tree is an import it needs).
+RETURNN_PIN := returnn==1.20261022.211313 dm-tree==0.1.10
 
 .PHONY: demo test lint bench clean
 
@@ -13,6 +15,7 @@ $(STAMP): setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_PIN)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TF_PIN)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(RETURNN_PIN)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
