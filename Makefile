@@ -19,8 +19,9 @@ $(STAMP): setup.py Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# The default label-smoothing comparison: figure and metrics in returnn_ls_out/ (compare.png, compare.json).
 demo: $(STAMP)
-	$(PY) demos/smoothing_demo.py
+	$(VENV)/bin/returnn-ls compare --out returnn_ls_out
 
 lint: $(STAMP)
 	$(PY) -m ruff check returnn_ls frontend_backends tests demos setup.py

@@ -11,6 +11,8 @@ import importlib
 import importlib.util
 from typing import Any
 
+import numpy as np
+
 from frontend_backends.base import Backend
 
 __all__ = ["BACKEND_NAMES", "Backend", "available_backends", "backend_name_of", "get_backend"]
@@ -55,5 +57,7 @@ def get_backend(name: str) -> Backend:
 
 def backend_name_of(raw: Any) -> str | None:
     """:return: the backend name of a raw framework tensor, or None (numpy arrays, Python values)"""
+    if isinstance(raw, (np.ndarray, np.generic, int, float, bool, list, tuple)):
+        return None  # checked first so that torch.compile does not trace string methods on numpy's type
     module = type(raw).__module__.split(".", 1)[0]
     return _TYPE_MODULES.get(module)

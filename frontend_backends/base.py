@@ -164,3 +164,54 @@ class Backend:
         No gradient flows to ``scale``, ``shift`` or ``sum_weight``.
         """
         raise NotImplementedError
+
+    # -- fused losses (loss and gradient in one pass; no gradient to any input but the logits) ------------------
+
+    def label_smoothed_cross_entropy(
+        self, logits: Any, targets: Any, off: Any, on: Any, weight: Any, z_loss: float, mask: Any
+    ) -> Any:
+        """Per-frame cross entropy against a smoothed target, without building the dense target.
+
+        ``logits`` is ``[*S, K]`` (class axis last, any float dtype), ``targets`` int ``[*S]`` in ``[0, K)``,
+        ``off`` and ``on`` float ``[K]`` (looked up at each frame's target ``y``), ``weight`` float ``[K]``
+        (``v``; None means all ones), ``mask`` bool broadcastable to ``[*S]`` or None. With ``lp = log_softmax``
+        and ``lse = logsumexp(logits)`` the loss of a frame is::
+
+            L = -off[y] * sum_k v_k lp_k - on[y] * lp_y + z_loss * lse**2
+              = on[y] * (lse - z_y) + off[y] * (V * lse - sum_k v_k z_k) + z_loss * lse**2,   V = sum_k v_k
+
+        and its gradient w.r.t. the logits is
+        ``(off[y]*V + on[y] + 2*z_loss*lse) * softmax - off[y] * v - on[y] * onehot(y)``.
+        Frames where ``mask`` is False get loss 0 and gradient exactly 0. The loss is float32 (float64 for
+        float64 logits); half-precision logits are accumulated in float32.
+        """
+        raise NotImplementedError
+
+    def linear_label_smoothed_cross_entropy(
+        self, hidden: Any, weight: Any, bias: Any, targets: Any, off: Any, on: Any, v: Any, mask: Any, chunk: int
+    ) -> Any:
+        """Like :meth:`label_smoothed_cross_entropy` of ``logits = hidden @ weight + bias``, in chunks of frames.
+
+        ``hidden`` is ``[*S, H]``, ``weight`` ``[H, K]``, ``bias`` ``[K]`` or None; the other arguments are as
+        there (without ``z_loss``). The logits of at most ``chunk`` frames exist at a time: the forward pass keeps
+        each frame's logsumexp, the backward pass recomputes the logits per chunk. Gradients flow to ``hidden``,
+        ``weight`` and ``bias`` for any upstream per-frame gradient; masked frames get loss and gradient 0.
+        """
+        raise NotImplementedError
+
+    def ctc_loss(
+        self, logits: Any, targets: Any, in_lens: Any, tgt_lens: Any, blank: int, normalized: bool,
+        smoothing: Any, zero_infinity: bool,
+    ) -> Any:  # fmt: skip
+        """Per-sequence CTC loss ``[*B]`` of ``logits`` ``[*B, T, K]`` and ``targets`` int ``[*B, S]``.
+
+        ``in_lens`` and ``tgt_lens`` are int ``[*B]``. ``normalized``: ``logits`` are already log-probs ``lp``
+        (else ``lp = log_softmax(logits)``). The value is ``F.ctc_loss(lp, reduction="none")``: inf for a
+        target that cannot be aligned (0 with ``zero_infinity``). The gradient w.r.t. ``logits`` is
+        ``exp(lp) - q'``: ``q`` is the frame's CTC posterior (recovered as ``exp(lp) - g`` from the
+        framework's gradient ``g``), ``q'`` is ``q`` smoothed by ``smoothing`` (float or raw scalar) over the
+        ``K - 1`` non-blank labels with the blank kept and the total mass preserved:
+        ``q'_k = (1 - (K-1)*f) * q_k + f * sum_{j != blank} q_j``, ``f = smoothing / (K - 2)``.
+        Padding frames and impossible sequences get gradient 0.
+        """
+        raise NotImplementedError

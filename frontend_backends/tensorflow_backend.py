@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from frontend_backends import tensorflow_linear_ce, tensorflow_losses
 from frontend_backends.base import Backend
 
 _UNARY = {
@@ -46,20 +47,32 @@ def _as_tensor(value: Any, like: Any) -> Any:
     return tf.constant(value, dtype=like.dtype)
 
 
+#: Gradients with at least this many elements (static shape) are rescaled by one XLA-compiled kernel (``|g|``
+#: fused into the reduction, multiply and add fused into one pass); below it compiling costs more than it saves.
+XLA_MIN_ELEMENTS = 1 << 20
+
+
+def _scaled_grad(dy, scale, shift, sum_axis, sum_weight):
+    """:return: ``dy * scale + shift * sum(|dy| * sum_weight, sum_axis)`` (see ``Backend.scaled_gradient_ext``)"""
+    if shift is None:
+        return dy * scale
+    if sum_axis is not None:
+        absg = tf.abs(dy) if sum_weight is None else tf.abs(dy) * sum_weight
+        shift = shift * tf.reduce_sum(absg, axis=sum_axis, keepdims=True)
+    return dy * scale + shift
+
+
+_scaled_grad_xla = tf.function(_scaled_grad, jit_compile=True, reduce_retracing=True)
+
+
 def _scaled_gradient_ext(x, scale, shift, sum_axis, sum_weight):
     @tf.custom_gradient
     def op(x_, scale_, shift_, sum_weight_):
         def grad(dy):
-            out = dy * scale_
-            if shift is not None:
-                shift_total = shift_
-                if sum_axis is not None:
-                    absg = tf.abs(dy)
-                    if sum_weight is not None:
-                        absg = absg * sum_weight_
-                    shift_total = shift_ * tf.reduce_sum(absg, axis=sum_axis, keepdims=True)
-                out = out + shift_total
-            return out, None, None, None
+            size = dy.shape.num_elements()
+            fn = _scaled_grad_xla if size is not None and size >= XLA_MIN_ELEMENTS else _scaled_grad
+            args = (shift_ if shift is not None else None, sum_axis, sum_weight_ if sum_weight is not None else None)
+            return fn(dy, scale_, *args), None, None, None
 
         return tf.identity(x_), grad
 
@@ -154,3 +167,16 @@ class TensorFlowBackend(Backend):
 
     def scaled_gradient_ext(self, x: Any, scale: Any, shift: Any, sum_axis: int | None, sum_weight: Any = None) -> Any:
         return _scaled_gradient_ext(x, scale, shift, sum_axis, sum_weight)
+
+    def label_smoothed_cross_entropy(self, logits, targets, off, on, weight, z_loss, mask) -> Any:
+        return tensorflow_losses.label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask)
+
+    def ctc_loss(self, logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity) -> Any:
+        return tensorflow_losses.ctc_loss(
+            logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity
+        )
+
+    def linear_label_smoothed_cross_entropy(self, hidden, weight, bias, targets, off, on, v, mask, chunk) -> Any:
+        return tensorflow_linear_ce.linear_label_smoothed_cross_entropy(
+            hidden, weight, bias, targets, off, on, v, mask, chunk
+        )

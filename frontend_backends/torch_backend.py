@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from frontend_backends import torch_linear_ce, torch_losses
 from frontend_backends.base import Backend
 
 _DTYPES = {
@@ -60,15 +61,31 @@ class _ScaledGradientExt(torch.autograd.Function):
         scale, shift, sum_weight = (
             saved if saved is not None else const for saved, const in zip(ctx.saved_tensors, ctx.consts)
         )
-        out = grad * scale
-        if shift is not None:
-            if ctx.sum_axis is not None:
-                absg = grad.abs()
-                if sum_weight is not None:
-                    absg = absg * sum_weight
-                shift = shift * absg.sum(dim=ctx.sum_axis, keepdim=True)
-            out = out + shift
-        return out, None, None, None, None
+        return _scaled_grad(grad, scale, shift, ctx.sum_axis, sum_weight), None, None, None, None
+
+
+def _scaled_grad(grad, scale, shift, sum_axis, sum_weight) -> torch.Tensor:
+    """:return: ``grad * scale + shift * sum(|grad| * sum_weight, sum_axis)`` in one fresh buffer.
+
+    One reduction (``|grad|`` is summed without a temporary when there is no ``sum_weight``) and one fused
+    multiply-add that writes the result; ``grad`` itself is never modified (autograd may share it).
+    """
+    if shift is None:
+        return grad if isinstance(scale, float) and scale == 1.0 else grad * scale
+    if sum_axis is not None:
+        if sum_weight is None:
+            total = torch.linalg.vector_norm(grad, 1, dim=sum_axis, keepdim=True)
+        else:
+            total = grad.abs().mul_(sum_weight).sum(dim=sum_axis, keepdim=True)
+        if isinstance(shift, float) or torch.broadcast_shapes(shift.shape, total.shape) == total.shape:
+            shift = total * shift
+        else:  # e.g. a per-label shift: add it in place rather than building a full-size temporary
+            return (grad * scale).addcmul_(total, shift)
+    if not isinstance(shift, torch.Tensor):
+        shift = torch.tensor(shift, dtype=grad.dtype)
+    if isinstance(scale, torch.Tensor):
+        return torch.addcmul(shift, grad, scale)
+    return torch.add(shift, grad, alpha=scale)
 
 
 class TorchBackend(Backend):
@@ -159,3 +176,14 @@ class TorchBackend(Backend):
 
     def scaled_gradient_ext(self, x: Any, scale: Any, shift: Any, sum_axis: int | None, sum_weight: Any = None) -> Any:
         return _ScaledGradientExt.apply(x, scale, shift, sum_axis, sum_weight)
+
+    def label_smoothed_cross_entropy(self, logits, targets, off, on, weight, z_loss, mask) -> Any:
+        return torch_losses.label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask)
+
+    def ctc_loss(self, logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity) -> Any:
+        return torch_losses.ctc_loss(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity)
+
+    def linear_label_smoothed_cross_entropy(self, hidden, weight, bias, targets, off, on, v, mask, chunk) -> Any:
+        return torch_linear_ce.linear_label_smoothed_cross_entropy(
+            hidden, weight, bias, targets, off, on, v, mask, chunk
+        )

@@ -8,7 +8,8 @@ from returnn_ls._backend import get_backend_name, select_backend, select_backend
 from returnn_ls.dim import Dim
 from returnn_ls.gradient import scaled_gradient, scaled_gradient_ext, stop_gradient
 from returnn_ls.label_smoothing import label_smoothed_log_prob_gradient, label_smoothing, smooth_one_hot
-from returnn_ls.loss import cross_entropy
+from returnn_ls.linear_ce import linear_label_smoothed_cross_entropy
+from returnn_ls.loss import cross_entropy, ctc_loss, label_relaxation_loss, label_smoothed_cross_entropy
 from returnn_ls.ops import (
     abs,
     cast,
@@ -36,8 +37,9 @@ from returnn_ls.tensor import Tensor, convert_to_tensor
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dim", "Tensor", "abs", "cast", "convert_to_tensor", "cross_entropy", "exp", "gather", "get_backend_name",
-    "label_smoothed_log_prob_gradient", "label_smoothing", "log", "log_softmax", "maximum", "minimum",
+    "Dim", "Tensor", "abs", "cast", "convert_to_tensor", "cross_entropy", "ctc_loss", "exp", "gather",
+    "get_backend_name", "label_relaxation_loss", "label_smoothed_cross_entropy", "label_smoothed_log_prob_gradient",
+    "label_smoothing", "linear_label_smoothed_cross_entropy", "log", "log_softmax", "maximum", "minimum",
     "range_over_dim", "reduce_logsumexp", "reduce_max", "reduce_mean", "reduce_min", "reduce_sum", "relu",
     "scaled_gradient", "scaled_gradient_ext", "select_backend", "select_backend_tf", "select_backend_torch",
     "sequence_mask", "sigmoid", "smooth_one_hot", "softmax", "stop_gradient", "tanh", "where",

@@ -4,7 +4,6 @@ is allowed. Checks that need a tensor's value run only where it can be read with
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -45,7 +44,8 @@ def check_fraction(value: Any, name: str, func: str, *, upper_open: bool = False
     else:
         raise TypeError(f"{func}: {name} must be a float in {allowed} or a scalar Tensor, got {type(value).__name__}")
     for v in values:
-        if math.isnan(v) or v < 0 or v > 1 or (upper_open and v == 1):
+        # `v != v` is the NaN test: math.isnan would make torch.compile break the graph on a dynamic float
+        if v != v or v < 0 or v > 1 or (upper_open and v == 1):
             raise ValueError(f"{func}: {name} must be in {allowed}, got {v}")
     return value if isinstance(value, Tensor) else float(value)
 

@@ -71,6 +71,27 @@ def _promote(values: Sequence[Any]) -> str | None:
     return None if dtypes == {target} else target
 
 
+def check_lengths(*values: Any) -> None:
+    """Raise a ValueError if one dim has different known lengths in two operands.
+
+    A dynamic dim's padded length is the data's, so a mask of length ``max(sizes)`` and data padded further
+    disagree: positional broadcasting would silently stretch the shorter one.
+    """
+    seen: dict[int, tuple[int, Tensor]] = {}
+    for v in values:
+        if not isinstance(v, Tensor):
+            continue
+        for dim, size in zip(v.dims, v.backend.shape(v.raw_tensor)):
+            if size is None:
+                continue
+            first = seen.setdefault(id(dim), (size, v))
+            if first[0] != size:
+                raise ValueError(
+                    f"{dim} has length {first[0]} in {first[1]} but {size} in {v}; for the mask of a dynamic dim "
+                    "use rf.sequence_mask(dim, like=data), which takes the data's padded length"
+                )
+
+
 def _prepare(values: Sequence[Any], dims: tuple[Dim, ...]) -> list[Any]:
     """Align Tensor operands to ``dims`` and cast them to a common dtype; Python scalars pass through."""
     target = _promote(values)
@@ -95,6 +116,7 @@ def _result(raw: Any, dims: tuple[Dim, ...], backend: Backend, *sources: Any) ->
 def binary(op: str, a: Any, b: Any) -> Tensor:
     """Elementwise ``op`` (see ``frontend_backends.base.BINARY_OPS``) of two Tensors or a Tensor and a number."""
     backend = common_backend(a, b)
+    check_lengths(a, b)
     dims = merge_dims(a, b)
     ra, rb = _prepare([a, b], dims)
     if is_scalar(ra) and is_scalar(rb):
@@ -165,6 +187,7 @@ def constant(value: float | int | bool, *, like: Tensor, dtype: str | None = Non
 def where(cond: Tensor, true_value: Any, false_value: Any) -> Tensor:
     """:return: ``true_value`` where ``cond`` else ``false_value``, broadcast by dims"""
     backend = common_backend(cond, true_value, false_value)
+    check_lengths(cond, true_value, false_value)
     dims = merge_dims(cond, true_value, false_value)
     rc = align(cond, dims)
     rt, rf_ = _prepare([true_value, false_value], dims)

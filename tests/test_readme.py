@@ -1,4 +1,4 @@
-"""The README's Python examples run as they are (so they cannot rot)."""
+"""The README's ```python examples run as they are (so they cannot rot); ```py blocks are sketches with placeholders."""
 
 from __future__ import annotations
 

@@ -129,3 +129,12 @@ def test_import_returnn_ls_imports_no_framework():
     code = "import sys, returnn_ls; print(sorted(m for m in ('torch', 'tensorflow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_mask_shorter_than_the_padded_data_is_an_error_not_a_broadcast(backend):
+    batch = Dim(1, name="batch")
+    time = Dim(rf.convert_to_tensor(np.array([1]), dims=[batch]), name="time")
+    x = rf.convert_to_tensor(np.ones((1, 2), "float32"), dims=[batch, time])  # padded to 2 > max(lens) = 1
+    with pytest.raises(ValueError, match="sequence_mask"):
+        rf.where(time.get_mask(), x, 0.0)
+    np.testing.assert_array_equal(rf.where(rf.sequence_mask(time, x), x, 0.0).numpy(), [[1.0, 0.0]])

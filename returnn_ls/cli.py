@@ -1,0 +1,107 @@
+"""The ``returnn-ls`` command (also ``python -m returnn_ls``).
+
+Exit codes: 0 success; 1 a bad config or bad input (the message names file and line where there is one);
+2 a usage error (unknown option, bad option value: argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from returnn_ls.config import BACKEND_NAMES, Config, ConfigError, load_config, resolve_backend
+
+__all__ = ["main"]
+
+DEFAULT_OUT = "returnn_ls_out"
+DEFAULT_SMOOTHING = (0.0, 0.1, 0.2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _smoothing(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a float in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"a smoothing value must be in [0, 1), got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="returnn-ls", description="Train RETURNN-style configs with label smoothing on PyTorch or TensorFlow."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,compare}")
+    train = sub.add_parser("train", help="train a config (the embedded default config if none is given)")
+    compare = sub.add_parser("compare", help="train once per label-smoothing value and plot the runs side by side")
+    for p in (train, compare):
+        p.add_argument("config", nargs="?", help="a config file (Python assignments; a config is code)")
+        p.add_argument("--backend", choices=BACKEND_NAMES, help="overrides RETURNN_LS_BACKEND and the config")
+        p.add_argument("--epochs", type=_positive_int, help="overrides num_epochs of the config")
+        p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})")
+        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--init-model", help="start from this model.npz (saved by either backend)")
+    compare.add_argument("--smoothing", type=_smoothing, nargs="+", default=list(DEFAULT_SMOOTHING),
+                         help="the label-smoothing values to compare (default: 0 0.1 0.2)")  # fmt: skip
+    return parser
+
+
+def run_compare(config: Config, args: argparse.Namespace, backend: str) -> list[dict]:
+    """Train ``config`` once per value of ``args.smoothing``; write ``compare.png`` and ``compare.json``."""
+    from returnn_ls import plots
+    from returnn_ls.network import replace_smoothing
+    from returnn_ls.train import train, write_json
+
+    network = config.get("network")
+    if not isinstance(network, dict) or replace_smoothing(network, 0.0)[1] == 0:
+        raise config.error("compare: the network has no label-smoothing option to vary", "network")
+    runs = []
+    for value in args.smoothing:
+        print(f"== label smoothing {value:g} ==", flush=True)
+        variant = Config(
+            {**config.values, "network": replace_smoothing(network, value)[0]}, config.filename, config.source
+        )
+        out = os.path.join(args.out, f"smoothing_{value:g}")
+        runs.append(train(variant, backend=backend, out_dir=out, epochs=args.epochs, progress=not args.no_progress,
+                          extra={"smoothing": value}))  # fmt: skip
+    plots.compare_figure(runs, os.path.join(args.out, "compare.png"))
+    summary = {"backend": backend, "config": config.filename, "runs": runs}
+    write_json(os.path.join(args.out, "compare.json"), summary)
+    print(f"wrote {os.path.join(args.out, 'compare.png')} and compare.json")
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``).
+
+    :return: the exit code (argparse usage errors exit with 2 via SystemExit)
+    """
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices drown the metrics lines
+    try:
+        config = load_config(args.config)
+        backend = resolve_backend(config, args.backend)
+        if args.command == "compare":
+            run_compare(config, args, backend)
+            return 0
+        from returnn_ls.train import train
+
+        train(config, backend=backend, out_dir=args.out, epochs=args.epochs, init_model=args.init_model,
+              progress=not args.no_progress)  # fmt: skip
+        print(f"wrote {os.path.join(args.out, 'metrics.json')}, model.npz and plots")
+        return 0
+    except (ConfigError, FloatingPointError) as exc:
+        print(f"returnn-ls: error: {exc}", file=sys.stderr)
+        return 1
