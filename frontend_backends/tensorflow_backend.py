@@ -80,6 +80,13 @@ def _scaled_gradient_ext(x, scale, shift, sum_axis, sum_weight):
     return op(x, *as_t)
 
 
+def _in_float32_if_bfloat16(fn, x, axis):
+    """TensorFlow has no bfloat16 (log-)softmax kernel on CPU: compute those in float32, return bfloat16."""
+    if x.dtype != tf.bfloat16:
+        return fn(x, axis=axis)
+    return tf.cast(fn(tf.cast(x, tf.float32), axis=axis), tf.bfloat16)
+
+
 class TensorFlowBackend(Backend):
     """The TensorFlow backend."""
 
@@ -151,10 +158,10 @@ class TensorFlowBackend(Backend):
         return _REDUCE[op](x, axis=axes, keepdims=keepdims)
 
     def log_softmax(self, x: Any, axis: int) -> Any:
-        return tf.nn.log_softmax(x, axis=axis)
+        return _in_float32_if_bfloat16(tf.nn.log_softmax, x, axis)
 
     def softmax(self, x: Any, axis: int) -> Any:
-        return tf.nn.softmax(x, axis=axis)
+        return _in_float32_if_bfloat16(tf.nn.softmax, x, axis)
 
     def gather_last(self, x: Any, indices: Any) -> Any:
         return tf.gather(x, indices, batch_dims=len(indices.shape), axis=len(indices.shape))

@@ -49,13 +49,16 @@ def _split(x, chunk, pad_value=0):
 
 def _forward(h, w, b, y, off_y, on_y, v, vsum, chunk, cdt):
     """:return: (loss, lse), each ``[C, chunk]``"""
-    parts = [_split(x, chunk) for x in (h, y, off_y, on_y)]
+    hs, ys, offs, ons = (_split(x, chunk) for x in (h, y, off_y, on_y))
+    num_chunks = tf.shape(hs)[0]
 
-    def body(args):
-        hc, yc, offc, onc = args
-        return _chunk_loss(_logits(hc, w, b, cdt), yc, offc, onc, v, vsum)
+    def body(i, losses, lses):
+        loss, lse = _chunk_loss(_logits(hs[i], w, b, cdt), ys[i], offs[i], ons[i], v, vsum)
+        return i + 1, losses.write(i, loss), lses.write(i, lse)
 
-    return tf.map_fn(body, tuple(parts), fn_output_signature=(cdt, cdt))
+    init = (0, tf.TensorArray(cdt, size=num_chunks), tf.TensorArray(cdt, size=num_chunks))
+    _, losses, lses = tf.while_loop(lambda i, *_: i < num_chunks, body, init)
+    return losses.stack(), lses.stack()
 
 
 def _backward(h, w, b, y, off_y, on_y, v, vsum, lse, dl, chunk, cdt):
@@ -91,7 +94,9 @@ def linear_label_smoothed_cross_entropy(hidden, weight, bias, targets, off, on, 
 
     def run(h, w, b):
         h = tf.reshape(h, [-1, tf.shape(h)[-1]])
-        loss, lse = _forward(h, w, b, y, off_y, on_y, v, vsum, chunk, cdt)
+        # stop_gradient: an eager GradientTape would otherwise record (and keep) every chunk's logits
+        fwd_inputs = [None if x is None else tf.stop_gradient(x) for x in (h, w, b)]
+        loss, lse = _forward(*fwd_inputs, y, off_y, on_y, v, vsum, chunk, cdt)
         loss = tf.reshape(loss, [-1])[: tf.shape(h)[0]]
         if valid is not None:
             loss = tf.where(valid, loss, tf.zeros_like(loss))

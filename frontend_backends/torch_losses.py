@@ -154,11 +154,15 @@ def _ctc_grad(lp, nll, finite, in_lens, blank, smoothing) -> torch.Tensor:
     return torch.where(keep, _smoothed_posterior_grad(lp.detach(), g, blank, smoothing), 0.0)
 
 
+# Both kernels run eagerly under torch.compile (one graph break each): their forward computes the gradient with
+# in-place writes (and, for CTC, a nested autograd call), which dynamo cannot trace into one graph.
+@torch.compiler.disable
 def label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask):
     """See ``Backend.label_smoothed_cross_entropy``."""
     return FusedLabelSmoothedCE.apply(logits, targets, off, on, weight, z_loss, mask)
 
 
+@torch.compiler.disable
 def ctc_loss(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity):
     """See ``Backend.ctc_loss``."""
     return SmoothedCTC.apply(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity)

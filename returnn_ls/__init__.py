@@ -20,11 +20,6 @@ from returnn_ls.ops import (
     maximum,
     minimum,
     range_over_dim,
-    reduce_logsumexp,
-    reduce_max,
-    reduce_mean,
-    reduce_min,
-    reduce_sum,
     relu,
     sequence_mask,
     sigmoid,
@@ -32,6 +27,7 @@ from returnn_ls.ops import (
     tanh,
     where,
 )
+from returnn_ls.reduce import reduce_logsumexp, reduce_max, reduce_mean, reduce_min, reduce_sum
 from returnn_ls.tensor import Tensor, convert_to_tensor
 
 __version__ = "0.1.0"

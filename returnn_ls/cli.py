@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="returnn-ls", description="Train RETURNN-style configs with label smoothing on PyTorch or TensorFlow."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,compare}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,compare,bench}")
     train = sub.add_parser("train", help="train a config (the embedded default config if none is given)")
     compare = sub.add_parser("compare", help="train once per label-smoothing value and plot the runs side by side")
     for p in (train, compare):
@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--init-model", help="start from this model.npz (saved by either backend)")
     compare.add_argument("--smoothing", type=_smoothing, nargs="+", default=list(DEFAULT_SMOOTHING),
                          help="the label-smoothing values to compare (default: 0 0.1 0.2)")  # fmt: skip
+    from returnn_ls.bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -88,8 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     :return: the exit code (argparse usage errors exit with 2 via SystemExit)
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices drown the metrics lines
+    if args.command == "bench":
+        from returnn_ls.bench import run_bench
+
+        args.argv = argv[1:]
+        run_bench(args)
+        return 0
     try:
         config = load_config(args.config)
         backend = resolve_backend(config, args.backend)

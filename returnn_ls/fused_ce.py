@@ -91,7 +91,7 @@ def _check_weight(weight: Tensor | None, axis: Dim, func: str) -> Tensor | None:
     return weight
 
 
-def _coefficients(smoothing, convention, excluded, axis, weight, like, dtype):
+def smoothing_coefficients(smoothing, convention, excluded, axis, weight, like, dtype):
     """:return: (off, on, v): the backend's per-label coefficient Tensors over ``[axis]`` (``v`` may be None)"""
     num_included = axis.dimension - len(excluded)
     floor = smoothing / (num_included - 1 if convention == "returnn" else num_included)
@@ -156,7 +156,7 @@ def label_smoothed_cross_entropy(
     weight = _check_weight(weight, axis, func)
     z_loss = _check_z_loss(z_loss, func)
     dtype = "float64" if logits.dtype == "float64" else "float32"
-    off, on, v = _coefficients(smoothing, convention, excluded, axis, weight, logits, dtype)
+    off, on, v = smoothing_coefficients(smoothing, convention, excluded, axis, weight, logits, dtype)
     mask = valid_frames(targets)
     if mask is not None:
         targets = where(mask, targets, 0)

@@ -31,28 +31,14 @@ from collections.abc import Sequence
 
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
-from returnn_ls.ops import align, cast, range_over_dim, sequence_mask, where
+from returnn_ls.fused_ce import smoothing_coefficients
+from returnn_ls.ops import align, sequence_mask, where
 from returnn_ls.tensor import Tensor
 
 __all__ = ["linear_label_smoothed_cross_entropy"]
 
 #: The default chunk holds about this many logits (16 MiB in float32): large enough for an efficient matmul.
 CHUNK_ELEMENTS = 1 << 22
-
-
-def _coefficients(smoothing, convention: str, excluded: tuple[int, ...], axis: Dim, like: Tensor, dtype: str):
-    """:return: (off, on, v) over ``[axis]`` (see the module docstring); ``v`` is None without excluded labels"""
-    num_included = axis.dimension - len(excluded)
-    floor = smoothing / (num_included - 1 if convention == "returnn" else num_included)
-    on_target = 1.0 - smoothing + (0.0 if convention == "returnn" else floor)
-    labels = range_over_dim(axis, like=like)
-    included = labels >= 0
-    for label in excluded:
-        included = included & (labels != label)
-    off = cast(where(included, floor, 0.0), dtype)
-    on = cast(where(included, on_target - floor, 1.0), dtype)
-    v = cast(where(included, 1.0, 0.0), dtype) if excluded else None
-    return off, on, v
 
 
 def _check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None, axis: Dim, func: str) -> Dim:
@@ -149,7 +135,7 @@ def linear_label_smoothed_cross_entropy(
     excluded = _validate.check_exclude_labels(exclude_labels, axis.dimension, func)
     chunk = _check_chunk_size(chunk_size, axis.dimension, func)
     dtype = "float64" if hidden.dtype == "float64" else "float32"
-    off, on, v = _coefficients(smoothing, convention, excluded, axis, weight, dtype)
+    off, on, v = smoothing_coefficients(smoothing, convention, excluded, axis, None, weight, dtype)
     mask = _valid_frames(frame_dims, targets)
     if mask is not None:
         targets = where(mask, targets, 0)

@@ -20,11 +20,10 @@ from returnn_ls.ops import (
     log_softmax,
     maximum,
     range_over_dim,
-    reduce_logsumexp,
-    reduce_sum,
     sequence_mask,
     where,
 )
+from returnn_ls.reduce import reduce_logsumexp, reduce_sum
 from returnn_ls.tensor import Tensor
 
 __all__ = ["cross_entropy", "ctc_loss", "label_relaxation_loss", "label_smoothed_cross_entropy"]

@@ -15,9 +15,8 @@ from returnn_ls.dim import Dim
 from returnn_ls.tensor import Tensor, is_scalar
 
 __all__ = [
-    "abs", "cast", "exp", "gather", "log", "log_softmax", "range_over_dim", "reduce", "reduce_logsumexp",
-    "reduce_max", "reduce_mean", "reduce_min", "reduce_sum", "relu", "sequence_mask", "sigmoid", "softmax",
-    "tanh", "where",
+    "abs", "cast", "constant", "exp", "gather", "log", "log_softmax", "maximum", "minimum", "range_over_dim",
+    "relu", "sequence_mask", "sigmoid", "softmax", "tanh", "where",
 ]  # fmt: skip
 
 _FLOAT_RANK = {"float16": 1, "bfloat16": 1, "float32": 2, "float64": 3}
@@ -196,7 +195,7 @@ def where(cond: Tensor, true_value: Any, false_value: Any) -> Tensor:
     return _result(backend.where(rc, rt, rf_), dims, backend, true_value, false_value)
 
 
-def _axes_of(x: Tensor, axis: Dim | Sequence[Dim], func: str) -> list[Dim]:
+def axes_of(x: Tensor, axis: Dim | Sequence[Dim], func: str) -> list[Dim]:
     axes = [axis] if isinstance(axis, Dim) else list(axis)
     for a in axes:
         if not isinstance(a, Dim):
@@ -204,65 +203,6 @@ def _axes_of(x: Tensor, axis: Dim | Sequence[Dim], func: str) -> list[Dim]:
         if a not in x.dims:
             raise ValueError(f"{func}: axis {a} is not one of the tensor's dims {list(x.dims)}")
     return axes
-
-
-_NEUTRAL = {"sum": 0.0, "mean": 0.0, "max": float("-inf"), "min": float("inf"), "logsumexp": float("-inf")}
-
-
-def reduce(x: Tensor, *, mode: str, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
-    """Reduce over ``axis`` (a Dim or several). Padding frames of dynamic dims are ignored when ``use_mask``.
-
-    :param mode: ``"sum"``, ``"mean"``, ``"max"``, ``"min"``, ``"logsumexp"``, ``"any"`` or ``"all"``
-    """
-    axes = _axes_of(x, axis, f"reduce_{mode}")
-    dynamic = [a for a in axes if a.dimension is None] if use_mask else []
-    for a in dynamic:
-        neutral = _NEUTRAL.get(mode, mode == "all")
-        x = where(sequence_mask(a, x), x, neutral)
-    raw_mode = "sum" if (mode == "mean" and dynamic) else mode
-    raw = x.backend.reduce(raw_mode, x.raw_tensor, [x.dims.index(a) for a in axes])
-    out_dims = tuple(d for d in x.dims if d not in axes)
-    out = Tensor(raw, out_dims, feature_dim=x.feature_dim if x.feature_dim in out_dims else None, backend=x.backend)
-    if raw_mode != mode:
-        out = out / _count_valid(x, axes, dynamic, out.dtype)
-    return out
-
-
-def _count_valid(x: Tensor, axes: list[Dim], dynamic: list[Dim], dtype: str) -> Tensor:
-    """:return: the number of non-padding entries of ``x`` over ``axes``, over the remaining dims"""
-    mask = sequence_mask(dynamic[0], x)
-    for a in dynamic[1:]:
-        mask = mask & sequence_mask(a, x)
-    count = reduce_sum(cast(mask, dtype), axis=[a for a in axes if a in mask.dims], use_mask=False)
-    static = 1
-    for a in axes:
-        static *= 1 if a in mask.dims else a.dimension
-    return count * float(static)
-
-
-def reduce_sum(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
-    """:return: sum over ``axis``"""
-    return reduce(x, mode="sum", axis=axis, use_mask=use_mask)
-
-
-def reduce_mean(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
-    """:return: mean over ``axis`` (over valid frames only for dynamic dims)"""
-    return reduce(x, mode="mean", axis=axis, use_mask=use_mask)
-
-
-def reduce_max(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
-    """:return: maximum over ``axis``"""
-    return reduce(x, mode="max", axis=axis, use_mask=use_mask)
-
-
-def reduce_min(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
-    """:return: minimum over ``axis``"""
-    return reduce(x, mode="min", axis=axis, use_mask=use_mask)
-
-
-def reduce_logsumexp(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
-    """:return: ``log(sum(exp(x)))`` over ``axis``, computed stably"""
-    return reduce(x, mode="logsumexp", axis=axis, use_mask=use_mask)
 
 
 def range_over_dim(dim: Dim, *, like: Tensor | None = None, dtype: str = "int32") -> Tensor:
@@ -295,29 +235,29 @@ def sequence_mask(dim: Dim, like: Tensor | None = None) -> Tensor:
     return sizes > cast(indices, sizes.dtype)
 
 
-def log_softmax(x: Tensor, *, axis: Dim, use_mask: bool = True) -> Tensor:
-    """:return: ``x - logsumexp(x, axis)``; padding of a dynamic ``axis`` gets ``-inf``"""
-    _axes_of(x, axis, "log_softmax")
+def _normalize(op: str, x: Tensor, axis: Dim, use_mask: bool) -> Tensor:
+    """Apply the backend's ``log_softmax`` or ``softmax`` over ``axis``, masking padding of a dynamic axis."""
+    axes_of(x, axis, op)
     if use_mask and axis.dimension is None:
         x = where(sequence_mask(axis, x), x, float("-inf"))
-    out = x.copy_template(x.backend.log_softmax(x.raw_tensor, x.dims.index(axis)))
+    out = x.copy_template(getattr(x.backend, op)(x.raw_tensor, x.dims.index(axis)))
     out.feature_dim = x.feature_dim or axis
     return out
+
+
+def log_softmax(x: Tensor, *, axis: Dim, use_mask: bool = True) -> Tensor:
+    """:return: ``x - logsumexp(x, axis)``; padding of a dynamic ``axis`` gets ``-inf``"""
+    return _normalize("log_softmax", x, axis, use_mask)
 
 
 def softmax(x: Tensor, *, axis: Dim, use_mask: bool = True) -> Tensor:
     """:return: ``exp(log_softmax(x, axis))``; padding of a dynamic ``axis`` gets probability 0"""
-    _axes_of(x, axis, "softmax")
-    if use_mask and axis.dimension is None:
-        x = where(sequence_mask(axis, x), x, float("-inf"))
-    out = x.copy_template(x.backend.softmax(x.raw_tensor, x.dims.index(axis)))
-    out.feature_dim = x.feature_dim or axis
-    return out
+    return _normalize("softmax", x, axis, use_mask)
 
 
 def gather(x: Tensor, *, indices: Tensor, axis: Dim) -> Tensor:
     """:return: ``x`` at position ``indices`` along ``axis``; ``indices`` has the dims of ``x`` without ``axis``"""
-    _axes_of(x, axis, "gather")
+    axes_of(x, axis, "gather")
     common_backend(x, indices)
     others = tuple(d for d in x.dims if d is not axis)
     if set(map(id, indices.dims)) != set(map(id, others)):

@@ -9,14 +9,8 @@ import pytest
 
 from returnn_ls import bench
 
-CASES = [
-    "framework_ls",
-    "ours_path_no_smoothing",
-    "ours_path",
-    "ours_fused",
-    "linear_framework_ls",
-    "ours_linear_fused",
-]
+#: Each case runs in a subprocess of its own (a few seconds of framework import each), so the test runs a few.
+CASES = ["framework_ls", "ours_fused", "ours_linear_fused"]
 
 
 def test_bench_writes_table_json_and_plot(tmp_path, capsys):
@@ -39,8 +33,7 @@ def test_bench_writes_table_json_and_plot(tmp_path, capsys):
     by_case = {(r["backend"], r["case"]): r for r in rows}
     for b in backends:
         assert by_case[(b, "framework_ls")]["time_ratio"] == pytest.approx(1.0)
-        assert by_case[(b, "ours_linear_fused")]["time_ratio"] > 0
-        assert by_case[(b, "ours_path")]["time_ratio_vs_no_smoothing"] > 0
+        assert by_case[(b, "ours_fused")]["time_ratio"] > 0 and by_case[(b, "ours_fused")]["peak_ratio"] > 0
     table = capsys.readouterr().out
     assert table.count("\n| torch |") + table.count("\n| tensorflow |") == len(rows)
 
@@ -51,6 +44,17 @@ def test_format_table_marks_skipped_cases():
     table = bench.format_table([row])
     assert table.splitlines()[0].startswith("| backend | vocab | case | time (s) | peak (MB)")
     assert "| torch | 10 | returnn_path | - | - | - | - | ImportError: no returnn |" in table
+
+
+def test_bench_is_a_subcommand_of_returnn_ls(tmp_path, capsys):
+    from returnn_ls.cli import main
+
+    out = tmp_path / "b"
+    argv = ["bench", "--frames", "4", "--vocab", "8", "--repeats", "1", "--backends", "torch", "--no-plot"]
+    assert main(argv + ["--cases", "ours_fused", "--out", str(out)]) == 0
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert [r["case"] for r in report["results"]] == ["ours_fused"]
+    assert report["command"].startswith("returnn-ls bench --frames 4")
 
 
 def test_unknown_case_is_a_clear_error(tmp_path):

@@ -1,0 +1,69 @@
+"""Reductions over one or several dims; padding frames of dynamic dims are masked out by default."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from returnn_ls.dim import Dim
+from returnn_ls.ops import axes_of, cast, sequence_mask, where
+from returnn_ls.tensor import Tensor
+
+__all__ = ["reduce", "reduce_logsumexp", "reduce_max", "reduce_mean", "reduce_min", "reduce_sum"]
+
+_NEUTRAL = {"sum": 0.0, "mean": 0.0, "max": float("-inf"), "min": float("inf"), "logsumexp": float("-inf")}
+
+
+def reduce(x: Tensor, *, mode: str, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """Reduce over ``axis`` (a Dim or several). Padding frames of dynamic dims are ignored when ``use_mask``.
+
+    :param mode: ``"sum"``, ``"mean"``, ``"max"``, ``"min"``, ``"logsumexp"``, ``"any"`` or ``"all"``
+    """
+    axes = axes_of(x, axis, f"reduce_{mode}")
+    dynamic = [a for a in axes if a.dimension is None] if use_mask else []
+    for a in dynamic:
+        neutral = _NEUTRAL.get(mode, mode == "all")
+        x = where(sequence_mask(a, x), x, neutral)
+    raw_mode = "sum" if (mode == "mean" and dynamic) else mode
+    raw = x.backend.reduce(raw_mode, x.raw_tensor, [x.dims.index(a) for a in axes])
+    out_dims = tuple(d for d in x.dims if d not in axes)
+    out = Tensor(raw, out_dims, feature_dim=x.feature_dim if x.feature_dim in out_dims else None, backend=x.backend)
+    if raw_mode != mode:
+        out = out / _count_valid(x, axes, dynamic, out.dtype)
+    return out
+
+
+def _count_valid(x: Tensor, axes: list[Dim], dynamic: list[Dim], dtype: str) -> Tensor:
+    """:return: the number of non-padding entries of ``x`` over ``axes``, over the remaining dims"""
+    mask = sequence_mask(dynamic[0], x)
+    for a in dynamic[1:]:
+        mask = mask & sequence_mask(a, x)
+    count = reduce_sum(cast(mask, dtype), axis=[a for a in axes if a in mask.dims], use_mask=False)
+    static = 1
+    for a in axes:
+        static *= 1 if a in mask.dims else a.dimension
+    return count * float(static)
+
+
+def reduce_sum(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: sum over ``axis``"""
+    return reduce(x, mode="sum", axis=axis, use_mask=use_mask)
+
+
+def reduce_mean(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: mean over ``axis`` (over valid frames only for dynamic dims)"""
+    return reduce(x, mode="mean", axis=axis, use_mask=use_mask)
+
+
+def reduce_max(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: maximum over ``axis``"""
+    return reduce(x, mode="max", axis=axis, use_mask=use_mask)
+
+
+def reduce_min(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: minimum over ``axis``"""
+    return reduce(x, mode="min", axis=axis, use_mask=use_mask)
+
+
+def reduce_logsumexp(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: ``log(sum(exp(x)))`` over ``axis``, computed stably"""
+    return reduce(x, mode="logsumexp", axis=axis, use_mask=use_mask)
