@@ -51,19 +51,23 @@ def valid_frames(x: Tensor) -> Tensor | None:
     return mask
 
 
-def check_targets(targets: Tensor, logits: Tensor, axis: Dim, func: str) -> tuple[Dim, ...]:
-    """Check class-index ``targets`` against ``logits``; :return: the frame dims (the dims of ``targets``)"""
+def check_targets(
+    targets: Tensor, logits: Tensor, axis: Dim, func: str, *, feature_dim: Dim | None = None, name: str = "logits"
+) -> tuple[Dim, ...]:
+    """Check class-index ``targets`` against ``logits`` (or another source ``name`` whose ``feature_dim`` stands
+    for the class axis, e.g. the hidden dim); :return: the frame dims (the dims of ``targets``)"""
     _validate.check_tensor(targets, "targets", func)
     if not targets.dtype.startswith("int"):
         raise TypeError(f"{func}: targets must hold integer class indices, got dtype {targets.dtype}")
     if targets.backend is not logits.backend:
-        raise TypeError(f"{func}: targets are on {targets.backend.name}, logits on {logits.backend.name}")
+        raise TypeError(f"{func}: targets are on {targets.backend.name}, {name} on {logits.backend.name}")
     if targets.sparse_dim is not None and targets.sparse_dim is not axis:
         raise ValueError(f"{func}: targets.sparse_dim {targets.sparse_dim} must be the class axis {axis}")
-    expected = [d for d in logits.dims if d is not axis]
+    dropped = axis if feature_dim is None else feature_dim
+    expected = [d for d in logits.dims if d is not dropped]
     if axis in targets.dims or set(map(id, targets.dims)) != set(map(id, expected)):
         raise ValueError(
-            f"{func}: targets must have the dims of logits without the class axis {axis}: "
+            f"{func}: targets must have the dims of {name} without {dropped}: "
             f"expected {expected} (any order), got {list(targets.dims)}"
         )
     _validate.check_labels_in_range(targets, axis.dimension, "targets", func)

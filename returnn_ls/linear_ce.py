@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
-from returnn_ls.fused_ce import smoothing_coefficients
+from returnn_ls.fused_ce import check_targets, smoothing_coefficients
 from returnn_ls.ops import align, sequence_mask, where
 from returnn_ls.tensor import Tensor
 
@@ -59,22 +59,6 @@ def _check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None, axis:
     if bias is not None and bias.dims != (axis,):
         raise ValueError(f"{func}: bias must have exactly the dims [{axis}], got {list(bias.dims)}")
     return hidden_dim
-
-
-def _frame_dims(targets: Tensor, hidden: Tensor, hidden_dim: Dim, axis: Dim, func: str) -> tuple[Dim, ...]:
-    _validate.check_tensor(targets, "targets", func)
-    if not targets.dtype.startswith("int"):
-        raise TypeError(f"{func}: targets must hold integer class indices, got dtype {targets.dtype}")
-    if targets.backend is not hidden.backend:
-        raise TypeError(f"{func}: targets are on {targets.backend.name}, hidden on {hidden.backend.name}")
-    if targets.sparse_dim is not None and targets.sparse_dim is not axis:
-        raise ValueError(f"{func}: targets.sparse_dim {targets.sparse_dim} must be the class axis {axis}")
-    expected = [d for d in hidden.dims if d is not hidden_dim]
-    if set(map(id, targets.dims)) != set(map(id, expected)) or len(targets.dims) != len(expected):
-        raise ValueError(f"{func}: targets must have the dims {expected} of hidden without {hidden_dim}, got "
-                         f"{list(targets.dims)}")  # fmt: skip
-    _validate.check_labels_in_range(targets, axis.dimension, "targets", func)
-    return targets.dims
 
 
 def _check_chunk_size(chunk_size: int | None, num_labels: int, func: str) -> int:
@@ -128,7 +112,7 @@ def linear_label_smoothed_cross_entropy(
     axis = _validate.resolve_axis(weight, axis, func)
     _validate.check_tensor(hidden, "hidden", func)
     hidden_dim = _check_projection(hidden, weight, bias, axis, func)
-    frame_dims = _frame_dims(targets, hidden, hidden_dim, axis, func)
+    frame_dims = check_targets(targets, hidden, axis, func, feature_dim=hidden_dim, name="hidden")
     if convention not in ("returnn", "uniform"):
         raise ValueError(f"{func}: convention must be 'returnn' or 'uniform', got {convention!r}")
     smoothing = _validate.check_fraction(smoothing, "smoothing", func)
