@@ -98,6 +98,18 @@ TORCH_PROGRAMS = [
 ]
 
 
+def _assert_compiled_matches_eager(torch, loss, compiled) -> None:
+    """Value and gradient of ``compiled`` equal those of ``loss`` for every smoothing (a 0-dim tensor)."""
+    for smoothing in SMOOTHINGS:
+        results = []
+        for fn in (loss, compiled):  # the backward pass of the compiled loss is compiled by AOTAutograd
+            z = torch.tensor(LOGITS, requires_grad=True)
+            value = fn(z, torch.tensor(smoothing))
+            results.append([value.detach().numpy(), torch.autograd.grad(value, [z])[0].numpy()])
+        for e, g in zip(*results):
+            np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("program", TORCH_PROGRAMS)
 def test_torch_compile_matches_eager_without_graph_breaks_or_recompiles(select, program):
     torch = pytest.importorskip("torch")
@@ -111,14 +123,7 @@ def test_torch_compile_matches_eager_without_graph_breaks_or_recompiles(select, 
     torch._dynamo.reset()
     counter = CompileCounterWithBackend("aot_eager")
     compiled = torch.compile(loss, backend=counter, fullgraph=True)  # fullgraph: a graph break fails
-    for smoothing in SMOOTHINGS:
-        results = []
-        for fn in (loss, compiled):  # the backward pass of the compiled loss is compiled by AOTAutograd
-            z = torch.tensor(LOGITS, requires_grad=True)
-            value = fn(z, torch.tensor(smoothing))
-            results.append([value.detach().numpy(), torch.autograd.grad(value, [z])[0].numpy()])
-        for e, g in zip(*results):
-            np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6)
+    _assert_compiled_matches_eager(torch, loss, compiled)
     assert counter.frame_count == 1, "a new smoothing value must not recompile"
 
 
@@ -132,14 +137,7 @@ def test_torch_compile_of_the_fused_kernels_matches_eager_and_breaks_only_at_the
 
     torch._dynamo.reset()
     compiled = torch.compile(loss, backend="aot_eager")
-    for smoothing in SMOOTHINGS:
-        results = []
-        for fn in (loss, compiled):
-            z = torch.tensor(LOGITS, requires_grad=True)
-            value = fn(z, torch.tensor(smoothing))
-            results.append([value.detach().numpy(), torch.autograd.grad(value, [z])[0].numpy()])
-        for e, g in zip(*results):
-            np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6)
+    _assert_compiled_matches_eager(torch, loss, compiled)
     torch._dynamo.reset()
     explained = torch._dynamo.explain(loss)(torch.tensor(LOGITS, requires_grad=True), torch.tensor(0.1))
     reasons = {str(b.reason).split("\n")[0] for b in explained.break_reasons}
