@@ -45,8 +45,7 @@ def loss_sum(logits_raw, labels, lens, smoothing) -> rf.Tensor:
     smoothing = rf.convert_to_tensor(smoothing, dims=())  # a raw scalar tensor: the schedule's value
     log_prob = rf.label_smoothed_log_prob_gradient(rf.log_softmax(logits, axis=vocab), smoothing, exclude_labels=[0])
     loss = rf.cross_entropy(estimated=log_prob, target=targets, axis=vocab, estimated_type="log-probs")
-    if hasattr(rf, "label_smoothed_cross_entropy"):
-        loss = loss + rf.label_smoothed_cross_entropy(logits=logits, targets=targets, axis=vocab, smoothing=smoothing)
+    loss = loss + rf.label_smoothed_cross_entropy(logits=logits, targets=targets, axis=vocab, smoothing=smoothing)
     return rf.reduce_sum(loss, axis=[batch, time])
 
 

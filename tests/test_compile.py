@@ -49,20 +49,20 @@ PROGRAMS = {
     ),
 }
 
-if hasattr(rf, "label_smoothed_cross_entropy"):
-    PROGRAMS["label_smoothed_cross_entropy"] = lambda z, y, q, a, v: rf.label_smoothed_cross_entropy(
-        logits=z, targets=y, axis=v, smoothing=a, exclude_labels=[0]
-    )
-if hasattr(rf, "ctc_loss"):
+PROGRAMS["label_smoothed_cross_entropy"] = lambda z, y, q, a, v: rf.label_smoothed_cross_entropy(
+    logits=z, targets=y, axis=v, smoothing=a, exclude_labels=[0]
+)
 
-    def _ctc(z, y, q, a, v):
-        batch, time = z.dims[:2]
-        labels = Dim(rf.convert_to_tensor(np.array([1, 1]), dims=[batch]), name="labels")
-        targets = rf.convert_to_tensor(LABELS[:, :1] % (K - 1) + 1, dims=[batch, labels], sparse_dim=v)
-        return rf.ctc_loss(logits=z, targets=targets, input_spatial_dim=time, targets_spatial_dim=labels,
-                           blank_index=0, label_smoothing=a)  # fmt: skip
 
-    PROGRAMS["ctc_loss"] = _ctc
+def _ctc(z, y, q, a, v):
+    batch, time = z.dims[:2]
+    labels = Dim(rf.convert_to_tensor(np.array([1, 1]), dims=[batch]), name="labels")
+    targets = rf.convert_to_tensor(LABELS[:, :1] % (K - 1) + 1, dims=[batch, labels], sparse_dim=v)
+    return rf.ctc_loss(logits=z, targets=targets, input_spatial_dim=time, targets_spatial_dim=labels,
+                       blank_index=0, label_smoothing=a)  # fmt: skip
+
+
+PROGRAMS["ctc_loss"] = _ctc
 
 
 def _loss(program: str, z_raw, a_raw) -> rf.Tensor:
@@ -98,6 +98,11 @@ TORCH_PROGRAMS = [
 ]
 
 
+def _raw_loss(program: str):
+    """:return: ``(raw logits, raw smoothing) -> raw scalar loss`` of ``program``, the function to compile"""
+    return lambda z, a: _loss(program, z, a).raw_tensor
+
+
 def _assert_compiled_matches_eager(torch, loss, compiled) -> None:
     """Value and gradient of ``compiled`` equal those of ``loss`` for every smoothing (a 0-dim tensor)."""
     for smoothing in SMOOTHINGS:
@@ -117,9 +122,7 @@ def test_torch_compile_matches_eager_without_graph_breaks_or_recompiles(select, 
 
     select("torch")
 
-    def loss(z, a):
-        return _loss(program, z, a).raw_tensor
-
+    loss = _raw_loss(program)
     torch._dynamo.reset()
     counter = CompileCounterWithBackend("aot_eager")
     compiled = torch.compile(loss, backend=counter, fullgraph=True)  # fullgraph: a graph break fails
@@ -132,9 +135,7 @@ def test_torch_compile_of_the_fused_kernels_matches_eager_and_breaks_only_at_the
     torch = pytest.importorskip("torch")
     select("torch")
 
-    def loss(z, a):
-        return _loss(program, z, a).raw_tensor
-
+    loss = _raw_loss(program)
     torch._dynamo.reset()
     compiled = torch.compile(loss, backend="aot_eager")
     _assert_compiled_matches_eager(torch, loss, compiled)

@@ -48,8 +48,7 @@ def _losses(logits_raw, smoothing=0.1):
             estimated_type="log-probs",
         ),
     }
-    if hasattr(rf, "label_smoothed_cross_entropy"):
-        out["fused"] = rf.label_smoothed_cross_entropy(logits=z, targets=y, axis=vocab, smoothing=smoothing)
+    out["fused"] = rf.label_smoothed_cross_entropy(logits=z, targets=y, axis=vocab, smoothing=smoothing)
     return {name: rf.reduce_sum(rf.cast(loss, "float32"), axis=[batch, time]).raw_tensor for name, loss in out.items()}
 
 

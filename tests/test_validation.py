@@ -103,53 +103,50 @@ BAD_CALLS = [
      r"sizes must be >= 0"),
 ]  # fmt: skip
 
-if hasattr(rf, "label_smoothed_cross_entropy"):
-    LSCE = rf.label_smoothed_cross_entropy
-    BAD_CALLS += [
-        (
-            "fused_smoothing_above_one",
-            lambda i: LSCE(logits=i.dense, targets=i.labels, axis=i.vocab, smoothing=1.5),
-            ValueError,
-            r"smoothing must be in \[0, 1\]",
-        ),
-        (
-            "fused_convention",
-            lambda i: LSCE(logits=i.dense, targets=i.labels, axis=i.vocab, smoothing=0.1, convention="szegedy"),
-            ValueError,
-            r"convention must be one of .*returnn",
-        ),
-        (
-            "fused_dense_targets",
-            lambda i: LSCE(logits=i.dense, targets=i.dense, axis=i.vocab, smoothing=0.1),
-            TypeError,
-            r"targets must hold integer",
-        ),
-        (
-            "fused_exclude_duplicated",
-            lambda i: LSCE(logits=i.dense, targets=i.labels, axis=i.vocab, smoothing=0.1, exclude_labels=[2, 2]),
-            ValueError,
-            r"exclude_labels .* dup",
-        ),
-        (
-            "fused_weight_wrong_dims",
-            lambda i: LSCE(logits=i.dense, targets=i.labels, axis=i.vocab, smoothing=0.1, weight=i.dense),
-            ValueError,
-            r"weight must have exactly the dims",
-        ),
-    ]
-if hasattr(rf, "ctc_loss"):
-    BAD_CALLS += [
-        ("ctc_blank_out_of_range", lambda i: i.ctc(blank_index=7), ValueError, r"blank_index 7 is out of range"),
-        ("ctc_blank_not_int", lambda i: i.ctc(blank_index=0.0), TypeError, r"blank_index must be an int"),
-        ("ctc_label_smoothing_nan", lambda i: i.ctc(label_smoothing=float("nan")), ValueError, r"label_smoothing must"),
-        ("ctc_time_not_in_logits", lambda i: i.ctc(input_spatial_dim=i.one), ValueError, r"input_spatial_dim"),
-        ("ctc_targets_float", lambda i: i.ctc(targets=i.dense), (TypeError, ValueError), r"targets"),
-    ]
-if hasattr(rf, "label_relaxation_loss"):
-    BAD_CALLS += [
-        ("relaxation_alpha_negative", lambda i: rf.label_relaxation_loss(logits=i.dense, targets=i.labels,
-         axis=i.vocab, alpha=-0.1), ValueError, r"alpha must be in"),
-    ]  # fmt: skip
+LSCE = rf.label_smoothed_cross_entropy
+BAD_CALLS += [
+    (
+        "fused_smoothing_above_one",
+        lambda i: LSCE(logits=i.dense, targets=i.labels, axis=i.vocab, smoothing=1.5),
+        ValueError,
+        r"smoothing must be in \[0, 1\]",
+    ),
+    (
+        "fused_convention",
+        lambda i: LSCE(logits=i.dense, targets=i.labels, axis=i.vocab, smoothing=0.1, convention="szegedy"),
+        ValueError,
+        r"convention must be one of .*returnn",
+    ),
+    (
+        "fused_dense_targets",
+        lambda i: LSCE(logits=i.dense, targets=i.dense, axis=i.vocab, smoothing=0.1),
+        TypeError,
+        r"targets must hold integer",
+    ),
+    (
+        "fused_exclude_duplicated",
+        lambda i: LSCE(logits=i.dense, targets=i.labels, axis=i.vocab, smoothing=0.1, exclude_labels=[2, 2]),
+        ValueError,
+        r"exclude_labels .* dup",
+    ),
+    (
+        "fused_weight_wrong_dims",
+        lambda i: LSCE(logits=i.dense, targets=i.labels, axis=i.vocab, smoothing=0.1, weight=i.dense),
+        ValueError,
+        r"weight must have exactly the dims",
+    ),
+]
+BAD_CALLS += [
+    ("ctc_blank_out_of_range", lambda i: i.ctc(blank_index=7), ValueError, r"blank_index 7 is out of range"),
+    ("ctc_blank_not_int", lambda i: i.ctc(blank_index=0.0), TypeError, r"blank_index must be an int"),
+    ("ctc_label_smoothing_nan", lambda i: i.ctc(label_smoothing=float("nan")), ValueError, r"label_smoothing must"),
+    ("ctc_time_not_in_logits", lambda i: i.ctc(input_spatial_dim=i.one), ValueError, r"input_spatial_dim"),
+    ("ctc_targets_float", lambda i: i.ctc(targets=i.dense), (TypeError, ValueError), r"targets"),
+]
+BAD_CALLS += [
+    ("relaxation_alpha_negative", lambda i: rf.label_relaxation_loss(logits=i.dense, targets=i.labels,
+     axis=i.vocab, alpha=-0.1), ValueError, r"alpha must be in"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("call, error, message", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])
