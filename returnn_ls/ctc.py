@@ -20,8 +20,7 @@ import numbers
 
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
-from returnn_ls.fused_ce import valid_frames
-from returnn_ls.ops import align, cast, range_over_dim, sequence_mask, where
+from returnn_ls.ops import align, cast, range_over_dim, sequence_mask, valid_frames, where
 from returnn_ls.reduce import reduce_sum
 from returnn_ls.tensor import Tensor
 

@@ -33,22 +33,12 @@ from collections.abc import Sequence
 
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
-from returnn_ls.ops import align, cast, range_over_dim, sequence_mask, where
+from returnn_ls.ops import align, cast, range_over_dim, valid_frames, where
 from returnn_ls.tensor import Tensor
 
 __all__ = ["label_smoothed_cross_entropy"]
 
 CONVENTIONS = ("returnn", "uniform")
-
-
-def valid_frames(x: Tensor) -> Tensor | None:
-    """:return: bool Tensor, True on frames inside every dynamic dim of ``x``; None if ``x`` has none"""
-    mask = None
-    for dim in x.dims:
-        if dim.dimension is None:
-            dim_mask = sequence_mask(dim, x)
-            mask = dim_mask if mask is None else mask & dim_mask
-    return mask
 
 
 def check_targets(

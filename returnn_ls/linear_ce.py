@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
 from returnn_ls.fused_ce import check_targets, smoothing_coefficients
-from returnn_ls.ops import align, sequence_mask, where
+from returnn_ls.ops import align, valid_frames, where
 from returnn_ls.tensor import Tensor
 
 __all__ = ["linear_label_smoothed_cross_entropy"]
@@ -67,15 +67,6 @@ def _check_chunk_size(chunk_size: int | None, num_labels: int, func: str) -> int
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"{func}: chunk_size must be a positive int (frames per chunk) or None, got {chunk_size!r}")
     return chunk_size
-
-
-def _valid_frames(frame_dims: tuple[Dim, ...], like: Tensor) -> Tensor | None:
-    mask = None
-    for dim in frame_dims:
-        if dim.dimension is None:
-            dim_mask = sequence_mask(dim, like)
-            mask = dim_mask if mask is None else mask & dim_mask
-    return mask
 
 
 def linear_label_smoothed_cross_entropy(
@@ -120,7 +111,7 @@ def linear_label_smoothed_cross_entropy(
     chunk = _check_chunk_size(chunk_size, axis.dimension, func)
     dtype = "float64" if hidden.dtype == "float64" else "float32"
     off, on, v = smoothing_coefficients(smoothing, convention, excluded, axis, None, weight, dtype)
-    mask = _valid_frames(frame_dims, targets)
+    mask = valid_frames(targets)
     if mask is not None:
         targets = where(mask, targets, 0)
     raw = hidden.backend.linear_label_smoothed_cross_entropy(

@@ -12,7 +12,7 @@ import math
 from returnn_ls import _validate
 from returnn_ls.ctc import ctc_loss
 from returnn_ls.dim import Dim
-from returnn_ls.fused_ce import check_targets, label_smoothed_cross_entropy, valid_frames
+from returnn_ls.fused_ce import check_targets, label_smoothed_cross_entropy
 from returnn_ls.ops import (
     cast,
     gather,
@@ -20,7 +20,7 @@ from returnn_ls.ops import (
     log_softmax,
     maximum,
     range_over_dim,
-    sequence_mask,
+    valid_frames,
     where,
 )
 from returnn_ls.reduce import reduce_logsumexp, reduce_sum
@@ -63,9 +63,9 @@ def cross_entropy(*, estimated: Tensor, target: Tensor, axis: Dim, estimated_typ
         if target.sparse_dim is not axis:
             raise ValueError(f"{func}: target.sparse_dim {target.sparse_dim} must be axis {axis}")
         _validate.check_labels_in_range(target, axis.dimension, "target", func)
-        for dim in target.dims:
-            if dim.dimension is None:
-                target = where(sequence_mask(dim, target), target, 0)
+        mask = valid_frames(target)
+        if mask is not None:  # labels at padding frames may be anything (e.g. -100)
+            target = where(mask, target, 0)
         return -gather(log_prob, indices=target, axis=axis)
     _validate.check_float(target, "target", func)
     if axis not in target.dims:

@@ -16,7 +16,7 @@ from returnn_ls.tensor import Tensor, is_scalar
 
 __all__ = [
     "abs", "cast", "constant", "exp", "gather", "log", "log_softmax", "maximum", "minimum", "range_over_dim",
-    "relu", "sequence_mask", "sigmoid", "softmax", "tanh", "where",
+    "relu", "sequence_mask", "sigmoid", "softmax", "tanh", "valid_frames", "where",
 ]  # fmt: skip
 
 _FLOAT_RANK = {"float16": 1, "bfloat16": 1, "float32": 2, "float64": 3}
@@ -233,6 +233,16 @@ def sequence_mask(dim: Dim, like: Tensor | None = None) -> Tensor:
     if sizes.backend is not indices.backend:
         raise TypeError(f"the sizes of {dim} are on {sizes.backend.name}, the data on {indices.backend.name}")
     return sizes > cast(indices, sizes.dtype)
+
+
+def valid_frames(x: Tensor) -> Tensor | None:
+    """:return: bool Tensor, True on frames inside every dynamic dim of ``x``; None if ``x`` has none"""
+    mask = None
+    for dim in x.dims:
+        if dim.dimension is None:
+            dim_mask = sequence_mask(dim, x)
+            mask = dim_mask if mask is None else mask & dim_mask
+    return mask
 
 
 def _normalize(op: str, x: Tensor, axis: Dim, use_mask: bool) -> Tensor:
