@@ -1,6 +1,6 @@
 """Packaging of returnn-ls."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="returnn-ls",
@@ -8,7 +8,7 @@ setup(
     description="RETURNN-style label smoothing with named dims on PyTorch or TensorFlow",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=["returnn_ls", "frontend_backends"],
+    packages=find_packages(include=["returnn_ls", "returnn_ls.*", "frontend_backends", "frontend_backends.*"]),
     python_requires=">=3.10",
     install_requires=["numpy>=1.24", "tqdm>=4.60", "matplotlib>=3.7"],
     extras_require={

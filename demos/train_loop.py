@@ -14,7 +14,7 @@ import argparse
 import torch
 
 import returnn_ls as rf
-from returnn_ls.datasets import SyntheticDataset
+from returnn_ls.training.datasets import SyntheticDataset
 
 NUM_FEATURES, NUM_LABELS = 16, 8  # label 0 is the blank
 

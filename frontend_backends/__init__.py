@@ -15,43 +15,48 @@ import numpy as np
 
 from frontend_backends.base import Backend
 
-__all__ = ["BACKEND_NAMES", "Backend", "available_backends", "backend_name_of", "get_backend"]
+__all__ = ["BACKEND_NAMES", "Backend", "available_backends", "backend_name_of", "backend_package", "get_backend"]
 
-#: Backend name -> (module, class, the framework it needs).
+#: The one registry of backends: name -> (the framework package it needs, the top-level modules of its raw
+#: tensor types). The backend lives in the package ``frontend_backends.<name>``, which exports ``Backend`` and
+#: ``Trainer``; it is imported only when the backend is first used.
 _REGISTRY = {
-    "torch": ("frontend_backends.torch_backend", "TorchBackend", "torch"),
-    "tensorflow": ("frontend_backends.tensorflow_backend", "TensorFlowBackend", "tensorflow"),
+    "torch": ("torch", ("torch",)),
+    "tensorflow": ("tensorflow", ("tensorflow", "keras", "tf_keras")),
 }
 BACKEND_NAMES = tuple(_REGISTRY)
 
 #: Top-level module of a raw tensor's type -> backend name.
-_TYPE_MODULES = {"torch": "torch", "tensorflow": "tensorflow", "keras": "tensorflow", "tf_keras": "tensorflow"}
+_TYPE_MODULES = {module: name for name, (_, modules) in _REGISTRY.items() for module in modules}
 
 _instances: dict[str, Backend] = {}
 
 
 def available_backends() -> list[str]:
     """:return: the backend names whose framework is installed"""
-    return [name for name, (_, _, pkg) in _REGISTRY.items() if importlib.util.find_spec(pkg) is not None]
+    return [name for name, (pkg, _) in _REGISTRY.items() if importlib.util.find_spec(pkg) is not None]
 
 
-def get_backend(name: str) -> Backend:
-    """:return: the backend called ``name``, importing its framework on first use"""
+def backend_package(name: str) -> Any:
+    """:return: the package ``frontend_backends.<name>`` (with ``Backend`` and ``Trainer``), imported on first use"""
     if name not in _REGISTRY:
         raise ValueError(
             f"backend: unknown backend {name!r}; choose one of {list(BACKEND_NAMES)} "
             f"(installed here: {available_backends()})"
         )
+    try:
+        return importlib.import_module(f"frontend_backends.{name}")
+    except ImportError as exc:
+        raise ValueError(
+            f"backend: {name!r} needs the {_REGISTRY[name][0]!r} package, which is not importable ({exc}); "
+            f"installed backends: {available_backends()}"
+        ) from exc
+
+
+def get_backend(name: str) -> Backend:
+    """:return: the backend called ``name``, importing its framework on first use"""
     if name not in _instances:
-        module_name, class_name, pkg = _REGISTRY[name]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ValueError(
-                f"backend: {name!r} needs the {pkg!r} package, which is not importable ({exc}); "
-                f"installed backends: {available_backends()}"
-            ) from exc
-        _instances[name] = getattr(module, class_name)()
+        _instances[name] = backend_package(name).Backend()
     return _instances[name]
 
 

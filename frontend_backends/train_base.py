@@ -6,7 +6,6 @@ Dims. A backend's trainer is found with :func:`get_trainer`, which imports the f
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,8 +15,8 @@ import numpy as np
 __all__ = ["Adam", "Trainer", "get_trainer"]
 
 _REGISTRY = {
-    "torch": ("frontend_backends.torch_train", "TorchTrainer"),
-    "tensorflow": ("frontend_backends.tensorflow_train", "TensorFlowTrainer"),
+    "torch": ("frontend_backends.torch.trainer", "TorchTrainer"),
+    "tensorflow": ("frontend_backends.tensorflow.trainer", "TensorFlowTrainer"),
 }
 
 
@@ -88,7 +87,6 @@ class Adam:
 
 def get_trainer(name: str) -> Trainer:
     """:return: the :class:`Trainer` of the backend ``name`` (``"torch"`` or ``"tensorflow"``)"""
-    if name not in _REGISTRY:
-        raise ValueError(f"no trainer for backend {name!r}; choose one of {list(_REGISTRY)}")
-    module_name, class_name = _REGISTRY[name]
-    return getattr(importlib.import_module(module_name), class_name)()
+    import frontend_backends
+
+    return frontend_backends.backend_package(name).Trainer()

@@ -5,7 +5,7 @@ a backend's framework is imported when the backend is first used.
 """
 
 from returnn_ls._backend import get_backend_name, select_backend, select_backend_tf, select_backend_torch
-from returnn_ls.dim import Dim
+from returnn_ls.dim import Dim, batch_dim
 from returnn_ls.gradient import scaled_gradient, scaled_gradient_ext, stop_gradient
 from returnn_ls.label_smoothing import label_smoothed_log_prob_gradient, label_smoothing, smooth_one_hot
 from returnn_ls.linear_ce import linear_label_smoothed_cross_entropy
@@ -28,15 +28,62 @@ from returnn_ls.ops import (
     where,
 )
 from returnn_ls.reduce import reduce_logsumexp, reduce_max, reduce_mean, reduce_min, reduce_sum
+from returnn_ls.run_ctx import (
+    RunCtx,
+    get_run_ctx,
+    init_forward_step_run_ctx,
+    init_train_step_run_ctx,
+    reset_run_ctx,
+)
 from returnn_ls.tensor import Tensor, convert_to_tensor
+from returnn_ls.tensor_dict import TensorDict
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dim", "Tensor", "abs", "cast", "convert_to_tensor", "cross_entropy", "ctc_loss", "exp", "gather",
-    "get_backend_name", "label_relaxation_loss", "label_smoothed_cross_entropy", "label_smoothed_log_prob_gradient",
-    "label_smoothing", "linear_label_smoothed_cross_entropy", "log", "log_softmax", "maximum", "minimum",
-    "range_over_dim", "reduce_logsumexp", "reduce_max", "reduce_mean", "reduce_min", "reduce_sum", "relu",
-    "scaled_gradient", "scaled_gradient_ext", "select_backend", "select_backend_tf", "select_backend_torch",
-    "sequence_mask", "sigmoid", "smooth_one_hot", "softmax", "stop_gradient", "tanh", "where",
-]  # fmt: skip
+    "abs",
+    "batch_dim",
+    "cast",
+    "convert_to_tensor",
+    "cross_entropy",
+    "ctc_loss",
+    "Dim",
+    "exp",
+    "gather",
+    "get_backend_name",
+    "get_run_ctx",
+    "init_forward_step_run_ctx",
+    "init_train_step_run_ctx",
+    "label_relaxation_loss",
+    "label_smoothed_cross_entropy",
+    "label_smoothed_log_prob_gradient",
+    "label_smoothing",
+    "linear_label_smoothed_cross_entropy",
+    "log",
+    "log_softmax",
+    "maximum",
+    "minimum",
+    "range_over_dim",
+    "reduce_logsumexp",
+    "reduce_max",
+    "reduce_mean",
+    "reduce_min",
+    "reduce_sum",
+    "relu",
+    "reset_run_ctx",
+    "RunCtx",
+    "scaled_gradient",
+    "scaled_gradient_ext",
+    "select_backend",
+    "select_backend_tf",
+    "select_backend_torch",
+    "sequence_mask",
+    "sigmoid",
+    "smooth_one_hot",
+    "softmax",
+    "stop_gradient",
+    "tanh",
+    "Tensor",
+    "TensorDict",
+    "where",
+]

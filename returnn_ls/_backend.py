@@ -12,10 +12,10 @@ from typing import Any
 
 import frontend_backends
 from frontend_backends import Backend
+from frontend_backends.common import ENV_VAR
 
 __all__ = ["get_backend_name", "select_backend", "select_backend_tf", "select_backend_torch"]
 
-ENV_VAR = "RETURNN_LS_BACKEND"
 _selected: str | None = None
 
 

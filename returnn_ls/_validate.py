@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from frontend_backends.common import FLOAT_DTYPES
 from returnn_ls.dim import Dim
 from returnn_ls.tensor import Tensor
-
-_FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
 def check_tensor(x: Any, name: str, func: str) -> Tensor:
@@ -26,8 +25,8 @@ def check_tensor(x: Any, name: str, func: str) -> Tensor:
 
 def check_float(x: Tensor, name: str, func: str) -> None:
     """Raise a TypeError unless ``x`` has a floating-point dtype."""
-    if x.dtype not in _FLOATS:
-        raise TypeError(f"{func}: {name} must have a float dtype {list(_FLOATS)}, got {x.dtype}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{func}: {name} must have a float dtype {list(FLOAT_DTYPES)}, got {x.dtype}")
 
 
 def check_fraction(value: Any, name: str, func: str, *, upper_open: bool = False) -> float | Tensor:
@@ -95,7 +94,7 @@ def check_labels_in_range(labels: Tensor, num_labels: int, name: str, func: str)
         return
     valid = np.ones(values.shape, dtype=bool)
     for i, dim in enumerate(labels.dims):
-        if dim.dimension is None:
+        if dim.is_padded():
             valid &= _numpy_mask(dim, labels.dims, values.shape[i], i)
     bad = values[valid & ((values < 0) | (values >= num_labels))]
     if bad.size:

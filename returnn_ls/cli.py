@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from returnn_ls.config import BACKEND_NAMES, Config, ConfigError, load_config, resolve_backend
+from returnn_ls.training.config import BACKEND_NAMES, Config, ConfigError, load_config, resolve_backend
 
 __all__ = ["main"]
 
@@ -63,9 +63,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def run_compare(config: Config, args: argparse.Namespace, backend: str) -> list[dict]:
     """Train ``config`` once per value of ``args.smoothing``; write ``compare.png`` and ``compare.json``."""
-    from returnn_ls import plots
-    from returnn_ls.network import replace_smoothing
-    from returnn_ls.train import train, write_json
+    from returnn_ls.training import plots
+    from returnn_ls.training.network import replace_smoothing
+    from returnn_ls.training.train import train, write_json
 
     network = config.get("network")
     if not isinstance(network, dict) or replace_smoothing(network, 0.0)[1] == 0:
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compare":
             run_compare(config, args, backend)
             return 0
-        from returnn_ls.train import train
+        from returnn_ls.training.train import train
 
         train(config, backend=backend, out_dir=args.out, epochs=args.epochs, init_model=args.init_model,
               progress=not args.no_progress)  # fmt: skip

@@ -29,7 +29,7 @@ __all__ = ["ctc_loss"]
 
 def _lengths(dim: Dim, batch_dims: tuple[Dim, ...], like: Tensor, func: str):
     """:return: raw int32 lengths of ``dim`` over exactly ``batch_dims`` (static dims: the full size)"""
-    if dim.dimension is None and any(d not in batch_dims for d in dim.dyn_size_ext.dims):
+    if dim.is_padded() and any(d not in batch_dims for d in dim.dyn_size_ext.dims):
         raise ValueError(
             f"{func}: the lengths of {dim} have dims {list(dim.dyn_size_ext.dims)}, which must be among the "
             f"batch dims {list(batch_dims)}"

@@ -215,9 +215,11 @@ def range_over_dim(dim: Dim, *, like: Tensor | None = None, dtype: str = "int32"
         n = backend.axis_size(like.raw_tensor, like.dims.index(dim))
     elif dim.dimension is not None:
         backend, n = (like.backend if like is not None else _backend.selected_backend()), dim.dimension
-    else:
+    elif dim.dyn_size_ext is not None:
         sizes = dim.dyn_size_ext
         backend, n = sizes.backend, sizes.backend.reduce("max", sizes.raw_tensor, range(len(sizes.dims)))
+    else:
+        raise ValueError(f"range_over_dim: the sizes of {dim} are not known (pass like=, a tensor that has {dim})")
     return Tensor(backend.arange(n, dtype), (dim,), sparse_dim=dim, backend=backend)
 
 
@@ -227,7 +229,7 @@ def sequence_mask(dim: Dim, like: Tensor | None = None) -> Tensor:
     :param like: a tensor that has ``dim``; its axis length sets the mask's length
     """
     indices = range_over_dim(dim, like=like)
-    if dim.dimension is not None:
+    if not dim.is_padded():
         return indices >= 0
     sizes = dim.dyn_size_ext
     if sizes.backend is not indices.backend:
@@ -236,10 +238,10 @@ def sequence_mask(dim: Dim, like: Tensor | None = None) -> Tensor:
 
 
 def valid_frames(x: Tensor) -> Tensor | None:
-    """:return: bool Tensor, True on frames inside every dynamic dim of ``x``; None if ``x`` has none"""
+    """:return: bool Tensor, True on frames inside every padded dim of ``x``; None if ``x`` has none"""
     mask = None
     for dim in x.dims:
-        if dim.dimension is None:
+        if dim.is_padded():
             dim_mask = sequence_mask(dim, x)
             mask = dim_mask if mask is None else mask & dim_mask
     return mask
@@ -248,7 +250,7 @@ def valid_frames(x: Tensor) -> Tensor | None:
 def _normalize(op: str, x: Tensor, axis: Dim, use_mask: bool) -> Tensor:
     """Apply the backend's ``log_softmax`` or ``softmax`` over ``axis``, masking padding of a dynamic axis."""
     axes_of(x, axis, op)
-    if use_mask and axis.dimension is None:
+    if use_mask and axis.is_padded():
         x = where(sequence_mask(axis, x), x, float("-inf"))
     out = x.copy_template(getattr(x.backend, op)(x.raw_tensor, x.dims.index(axis)))
     out.feature_dim = x.feature_dim or axis

@@ -19,7 +19,7 @@ def reduce(x: Tensor, *, mode: str, axis: Dim | Sequence[Dim], use_mask: bool = 
     :param mode: ``"sum"``, ``"mean"``, ``"max"``, ``"min"``, ``"logsumexp"``, ``"any"`` or ``"all"``
     """
     axes = axes_of(x, axis, f"reduce_{mode}")
-    dynamic = [a for a in axes if a.dimension is None] if use_mask else []
+    dynamic = [a for a in axes if a.is_padded()] if use_mask else []
     for a in dynamic:
         neutral = _NEUTRAL.get(mode, mode == "all")
         x = where(sequence_mask(a, x), x, neutral)
@@ -38,10 +38,11 @@ def _count_valid(x: Tensor, axes: list[Dim], dynamic: list[Dim], dtype: str) -> 
     for a in dynamic[1:]:
         mask = mask & sequence_mask(a, x)
     count = reduce_sum(cast(mask, dtype), axis=[a for a in axes if a in mask.dims], use_mask=False)
-    static = 1
     for a in axes:
-        static *= 1 if a in mask.dims else a.dimension
-    return count * float(static)
+        if a not in mask.dims:  # a static or unpadded dim: all of its entries count
+            size = x.backend.axis_size(x.raw_tensor, x.dims.index(a))
+            count = count * (float(size) if isinstance(size, int) else Tensor(x.backend.cast(size, dtype), ()))
+    return count
 
 
 def reduce_sum(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:

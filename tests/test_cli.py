@@ -11,7 +11,7 @@ import pytest
 
 from returnn_ls import _backend
 from returnn_ls.cli import main
-from returnn_ls.config import ENV_VAR
+from returnn_ls.training.config import ENV_VAR
 
 TINY = """\
 backend = "torch"

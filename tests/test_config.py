@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from returnn_ls.config import ENV_VAR, ConfigError, load_config, load_config_text, resolve_backend
+from returnn_ls.training.config import ENV_VAR, ConfigError, load_config, load_config_text, resolve_backend
 
 
 def test_config_is_executed_as_python_code():

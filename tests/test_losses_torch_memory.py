@@ -88,7 +88,7 @@ def test_chunked_rows_give_the_same_result(monkeypatch, dtype, requires_grad):
     import torch
 
     import returnn_ls as rf
-    from frontend_backends import torch_losses
+    from frontend_backends.torch import losses as torch_losses
     from returnn_ls import Dim
 
     batch, vocab = Dim(9, name="batch"), Dim(6, name="vocab")

@@ -8,10 +8,10 @@ import pytest
 import returnn_ls as rf
 from frontend_backends.train_base import get_trainer
 from returnn_ls import _backend
-from returnn_ls.config import ConfigError, load_config_text
-from returnn_ls.datasets import SyntheticDataset
-from returnn_ls.layers import LAYER_CLASSES
-from returnn_ls.network import ExternData, Network, replace_smoothing
+from returnn_ls.training.config import ConfigError, load_config_text
+from returnn_ls.training.datasets import SyntheticDataset
+from returnn_ls.training.layers import LAYER_CLASSES
+from returnn_ls.training.network import ExternData, Network, replace_smoothing
 
 EXTERN = {"data": {"dim": 6}, "classes": {"dim": 5, "sparse": True}, "alignment": {"dim": 5, "sparse": True}}
 BASE = {

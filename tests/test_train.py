@@ -10,10 +10,10 @@ import pytest
 
 from frontend_backends.train_base import get_trainer
 from returnn_ls import _backend
-from returnn_ls.config import ConfigError, load_config, load_config_text
-from returnn_ls.datasets import SyntheticDataset, make_dataset
-from returnn_ls.metrics import edit_alignment, expected_calibration_error, reliability_bins
-from returnn_ls.train import build_experiment, evaluate, load_model, train
+from returnn_ls.training.config import ConfigError, load_config, load_config_text
+from returnn_ls.training.datasets import SyntheticDataset, make_dataset
+from returnn_ls.training.metrics import edit_alignment, expected_calibration_error, reliability_bins
+from returnn_ls.training.train import build_experiment, evaluate, load_model, train
 
 DEMOS = os.path.join(os.path.dirname(__file__), "..", "demos")
 TINY = """\

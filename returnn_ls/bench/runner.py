@@ -21,6 +21,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from frontend_backends import BACKEND_NAMES
+
 __all__ = ["add_bench_parser", "main", "run_bench"]
 
 DEFAULT_VOCAB = (1000, 3000, 10000, 30000, 100000)
@@ -40,7 +42,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab", type=int, nargs="+", default=list(DEFAULT_VOCAB), help="vocabulary sizes")
     parser.add_argument("--hidden", type=int, default=0, help="also time the fused projection with this hidden size")
     parser.add_argument("--smoothing", type=float, default=0.1, help="label smoothing a (default 0.1)")
-    parser.add_argument("--backends", nargs="+", default=["torch", "tensorflow"], choices=["torch", "tensorflow"])
+    parser.add_argument("--backends", nargs="+", default=list(BACKEND_NAMES), choices=BACKEND_NAMES)
     parser.add_argument("--cases", nargs="+", help="a subset of the cases (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case after one warm-up (default 5)")
     parser.add_argument("--rounds", type=int, default=1, help="run all cases this many times, alternating")
@@ -84,7 +86,7 @@ def _worker(spec: dict) -> dict:
     """Run one case in this process; :return: its times and peak memory"""
     import numpy as np
 
-    from returnn_ls import _bench_cases
+    from returnn_ls.bench import cases as _bench_cases
 
     _set_threads(spec["backend"], spec["threads"])
     make = _bench_cases.make_torch if spec["backend"] == "torch" else _bench_cases.make_tensorflow
@@ -113,7 +115,7 @@ def _run_case(spec: dict) -> dict:
 
 
 def _specs(args: argparse.Namespace) -> list[dict]:
-    from returnn_ls._bench_cases import LINEAR_CASES, LOGIT_CASES
+    from returnn_ls.bench.cases import LINEAR_CASES, LOGIT_CASES
 
     cases = list(LOGIT_CASES) + (list(LINEAR_CASES) if args.hidden else [])
     if args.cases:
@@ -235,7 +237,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     run_bench(args)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

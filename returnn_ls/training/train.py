@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 import returnn_ls as rf
 from frontend_backends.train_base import Adam, Trainer, get_trainer
-from returnn_ls.config import Config, ConfigError
-from returnn_ls.datasets import SyntheticDataset, make_dataset
-from returnn_ls.metrics import MetricAccumulator
-from returnn_ls.network import ExternData, Network, replace_smoothing
 from returnn_ls.ops import align
+from returnn_ls.training.config import Config, ConfigError
+from returnn_ls.training.datasets import SyntheticDataset, make_dataset
+from returnn_ls.training.metrics import MetricAccumulator
+from returnn_ls.training.network import ExternData, Network, replace_smoothing
 
 __all__ = ["Experiment", "build_experiment", "load_model", "save_model", "train", "write_json"]
 
@@ -200,7 +200,7 @@ def train(
             f"dev_{kind}_error_rate {dev['dev_error_rate']:.3f}  dev_ece {dev['dev_ece']:.3f}  "
             f"({entry['seconds']:.1f}s)")  # fmt: skip
     save_model(os.path.join(out_dir, "model.npz"), trainer, variables)
-    from returnn_ls import plots
+    from returnn_ls.training import plots
 
     plots.learning_curves(metrics, os.path.join(out_dir, "learning_curves.png"))
     plots.reliability_diagram(metrics, os.path.join(out_dir, "reliability.png"))

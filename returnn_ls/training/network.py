@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 import returnn_ls as rf
-from returnn_ls.config import Config, suggest
 from returnn_ls.dim import Dim
-from returnn_ls.extern_data import ExternData, error_factory
-from returnn_ls.layers import (
+from returnn_ls.tensor import Tensor
+from returnn_ls.training.config import Config, suggest
+from returnn_ls.training.extern_data import ExternData, error_factory
+from returnn_ls.training.layers import (
     ACTIVATIONS,
     COMMON_KEYS,
     LAYER_CLASSES,
@@ -27,7 +28,6 @@ from returnn_ls.layers import (
     LossOutput,
     Node,
 )
-from returnn_ls.tensor import Tensor
 
 __all__ = ["ExternData", "Network", "NetOutput"]
 
@@ -281,7 +281,7 @@ class Network:
 
 
 def _relabel_target(target: Tensor, vocab: Dim) -> Tensor:
-    from returnn_ls.layers import relabel
+    from returnn_ls.training.layers import relabel
 
     return relabel(target, target.sparse_dim, vocab)
 
@@ -295,7 +295,7 @@ def replace_smoothing(network: dict, value: float) -> tuple[dict, int]:
 
     :return: a new network dict and the number of options set
     """
-    from returnn_ls.layers import SMOOTHING_OPTIONS
+    from returnn_ls.training.layers import SMOOTHING_OPTIONS
 
     out, count = {}, 0
     for name, spec in network.items():

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from frontend_backends import torch_linear_ce, torch_losses
 from frontend_backends.base import Backend
+from frontend_backends.torch import linear_ce, losses
 
 _DTYPES = {
     "float16": torch.float16,
@@ -178,12 +178,10 @@ class TorchBackend(Backend):
         return _ScaledGradientExt.apply(x, scale, shift, sum_axis, sum_weight)
 
     def label_smoothed_cross_entropy(self, logits, targets, off, on, weight, z_loss, mask) -> Any:
-        return torch_losses.label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask)
+        return losses.label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask)
 
     def ctc_loss(self, logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity) -> Any:
-        return torch_losses.ctc_loss(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity)
+        return losses.ctc_loss(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity)
 
     def linear_label_smoothed_cross_entropy(self, hidden, weight, bias, targets, off, on, v, mask, chunk) -> Any:
-        return torch_linear_ce.linear_label_smoothed_cross_entropy(
-            hidden, weight, bias, targets, off, on, v, mask, chunk
-        )
+        return linear_ce.linear_label_smoothed_cross_entropy(hidden, weight, bias, targets, off, on, v, mask, chunk)

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 import returnn_ls as rf
-from returnn_ls.config import Config, ConfigError, suggest
 from returnn_ls.dim import Dim
-from returnn_ls.layers import Node
 from returnn_ls.tensor import Tensor
+from returnn_ls.training.config import Config, ConfigError, suggest
+from returnn_ls.training.layers import Node
 
 __all__ = ["DATASET_KEYS", "ExternData", "error_factory"]
 

@@ -115,7 +115,7 @@ def make_dataset(opts: dict[str, Any], *, input_dim: int, num_labels: int) -> Sy
 
     :raise ValueError: for an unknown class or option (with the closest known name)
     """
-    from returnn_ls.config import suggest
+    from returnn_ls.training.config import suggest
 
     if not isinstance(opts, dict):
         raise ValueError(f"a dataset must be a dict like {{'class': 'synthetic'}}, got {type(opts).__name__}")

@@ -1,6 +1,6 @@
 """TensorFlow kernel of the fused output projection + label-smoothed cross entropy (chunked over frames).
 
-Same algorithm as ``frontend_backends.torch_linear_ce``: the forward pass keeps only each frame's
+Same algorithm as ``frontend_backends.torch.linear_ce``: the forward pass keeps only each frame's
 ``logsumexp``; the gradient function recomputes the logits chunk by chunk in a ``tf.while_loop`` and
 accumulates the gradients of ``hidden``, ``weight`` and ``bias``. Frames are padded to a multiple of the chunk
 size (padding frames get a zero upstream gradient), so the loop also works inside ``tf.function`` with an

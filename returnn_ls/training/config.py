@@ -16,10 +16,11 @@ import sys
 import traceback
 from typing import Any
 
+from frontend_backends import BACKEND_NAMES
+from frontend_backends.common import ENV_VAR
+
 __all__ = ["DEFAULT_CONFIG", "Config", "ConfigError", "load_config", "load_config_text", "resolve_backend"]
 
-BACKEND_NAMES = ("torch", "tensorflow")
-ENV_VAR = "RETURNN_LS_BACKEND"
 #: Top-level names a config may set, with their defaults (None: required).
 KNOWN_NAMES: dict[str, Any] = {
     "backend": None,

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from frontend_backends import tensorflow_linear_ce, tensorflow_losses
 from frontend_backends.base import Backend
+from frontend_backends.tensorflow import linear_ce, losses
 
 _UNARY = {
     "neg": tf.negative,
@@ -176,14 +176,10 @@ class TensorFlowBackend(Backend):
         return _scaled_gradient_ext(x, scale, shift, sum_axis, sum_weight)
 
     def label_smoothed_cross_entropy(self, logits, targets, off, on, weight, z_loss, mask) -> Any:
-        return tensorflow_losses.label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask)
+        return losses.label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask)
 
     def ctc_loss(self, logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity) -> Any:
-        return tensorflow_losses.ctc_loss(
-            logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity
-        )
+        return losses.ctc_loss(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity)
 
     def linear_label_smoothed_cross_entropy(self, hidden, weight, bias, targets, off, on, v, mask, chunk) -> Any:
-        return tensorflow_linear_ce.linear_label_smoothed_cross_entropy(
-            hidden, weight, bias, targets, off, on, v, mask, chunk
-        )
+        return linear_ce.linear_label_smoothed_cross_entropy(hidden, weight, bias, targets, off, on, v, mask, chunk)
