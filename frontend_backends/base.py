@@ -94,6 +94,16 @@ class Backend:
         """:return: ``[0, 1, ..., n-1]``; ``n`` is an ``int`` or a scalar int tensor"""
         raise NotImplementedError
 
+    def create_parameter(self, value: np.ndarray, trainable: bool) -> Any:
+        """:return: the framework's own parameter (``torch.nn.Parameter``, ``tf.Variable``) holding a copy of
+        ``value``; optimizers update it when ``trainable``"""
+        raise NotImplementedError
+
+    def assign_parameter(self, param: Any, value: Any) -> None:
+        """Overwrite ``param`` (from :meth:`create_parameter`) in place with ``value`` (raw tensor or numpy of
+        its shape), without recording a gradient."""
+        raise NotImplementedError
+
     # -- shape and dtype ---------------------------------------------------------------------------------------
 
     def cast(self, x: Any, dtype: str) -> Any:
@@ -164,6 +174,20 @@ class Backend:
         No gradient flows to ``scale``, ``shift`` or ``sum_weight``.
         """
         raise NotImplementedError
+
+    def log_softmax_smoothed_gradient(
+        self, logits: Any, log_probs: Any, axis: int, scale: Any, shift: Any, sum_weight: Any = None
+    ) -> Any:
+        """``log_probs`` (the value of ``log_softmax(logits, axis)``, already computed) in the forward pass; the
+        gradient flows to ``logits`` only, as :meth:`scaled_gradient_ext` followed by the log-softmax backward:
+
+            g' = g * scale + shift * sum(|g| * sum_weight, axis)
+            d logits = g' - softmax(logits) * sum(g', axis)
+
+        ``scale``/``shift``/``sum_weight`` are as in :meth:`scaled_gradient_ext`. Backends may compute the
+        backward in one pass; this default composes the two ops (slow but correct).
+        """
+        return self.scaled_gradient_ext(self.log_softmax(logits, axis), scale, shift, axis, sum_weight)
 
     # -- fused losses (loss and gradient in one pass; no gradient to any input but the logits) ------------------
 

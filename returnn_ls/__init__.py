@@ -10,6 +10,7 @@ from returnn_ls.gradient import scaled_gradient, scaled_gradient_ext, stop_gradi
 from returnn_ls.label_smoothing import label_smoothed_log_prob_gradient, label_smoothing, smooth_one_hot
 from returnn_ls.linear_ce import linear_label_smoothed_cross_entropy
 from returnn_ls.loss import cross_entropy, ctc_loss, label_relaxation_loss, label_smoothed_cross_entropy
+from returnn_ls.nn import Functional, Module, ModuleList, Parameter, Sequential, set_random_seed
 from returnn_ls.ops import (
     abs,
     cast,
@@ -41,6 +42,12 @@ from returnn_ls.tensor_dict import TensorDict
 __version__ = "0.1.0"
 
 __all__ = [
+    "Functional",
+    "Module",
+    "ModuleList",
+    "Parameter",
+    "Sequential",
+    "set_random_seed",
     "abs",
     "batch_dim",
     "cast",

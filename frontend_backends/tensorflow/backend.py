@@ -102,6 +102,12 @@ class TensorFlowBackend(Backend):
             out = tf.constant(np.asarray(value))
         return out if dtype is None else tf.cast(out, dtype)
 
+    def create_parameter(self, value: np.ndarray, trainable: bool) -> Any:
+        return tf.Variable(np.array(value), trainable=trainable)
+
+    def assign_parameter(self, param: Any, value: Any) -> None:
+        param.assign(value)
+
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x.numpy())
 

@@ -103,6 +103,13 @@ class TorchBackend(Backend):
             out = torch.tensor(np.asarray(value))
         return out if dtype is None else out.to(_DTYPES[dtype])
 
+    def create_parameter(self, value: np.ndarray, trainable: bool) -> Any:
+        return torch.nn.Parameter(torch.tensor(np.array(value)), requires_grad=trainable)
+
+    def assign_parameter(self, param: Any, value: Any) -> None:
+        with torch.no_grad():
+            param.copy_(value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value)))
+
     def to_numpy(self, x: Any) -> np.ndarray:
         return x.detach().cpu().numpy()
 

@@ -86,10 +86,11 @@ def _worker(spec: dict) -> dict:
     """Run one case in this process; :return: its times and peak memory"""
     import numpy as np
 
-    from returnn_ls.bench import cases as _bench_cases
-
     _set_threads(spec["backend"], spec["threads"])
-    make = _bench_cases.make_torch if spec["backend"] == "torch" else _bench_cases.make_tensorflow
+    if spec["backend"] == "torch":
+        from returnn_ls.bench.torch_cases import make_torch as make
+    else:
+        from returnn_ls.bench.tensorflow_cases import make_tensorflow as make
     args = (spec["case"], spec["frames"], spec["vocab"], spec["hidden"], spec["smoothing"])
     step = make(*args, np.random.default_rng(0))
     baseline = _rss_kb("VmRSS")

@@ -1,0 +1,153 @@
+"""``Module``, ``Functional``, ``ModuleList`` and ``Sequential``: model code in RETURNN's frontend style.
+
+A module holds parameters (:class:`~returnn_ls.nn.Parameter`) and sub-modules as attributes; ``__call__`` computes
+its output. Parameters and sub-modules are found by walking the attributes, so no registration is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from returnn_ls.nn.parameter import Parameter
+
+__all__ = ["Functional", "Module", "ModuleList", "Sequential"]
+
+
+class Module:
+    """Base class of model code (``class Model(rf.Module)``): attributes that are modules or parameters make up
+    the model; ``__call__`` is the forward computation.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not define __call__")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+    def _attributes(self) -> Iterable[tuple[str, Any]]:
+        return vars(self).items()
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """:return: the direct sub-modules with their attribute names"""
+        for name, value in self._attributes():
+            if isinstance(value, Module):
+                yield name, value
+
+    def children(self) -> Iterator[Module]:
+        """:return: the direct sub-modules"""
+        return (module for _, module in self.named_children())
+
+    def named_modules(self, *, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """:return: this module (named ``prefix``) and all modules below it, each once, with dotted names"""
+        seen: set[int] = set()
+        queue = [(prefix, self)]
+        while queue:
+            name, module = queue.pop(0)
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            queue.extend((f"{name}.{child}" if name else child, sub) for child, sub in module.named_children())
+
+    def modules(self) -> Iterator[Module]:
+        """:return: this module and all modules below it"""
+        return (module for _, module in self.named_modules())
+
+    def named_parameters(self, *, recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """:return: the parameters with dotted names (``"layers.0.weight"``), each parameter once"""
+        seen: set[int] = set()
+        modules = self.named_modules() if recurse else iter([("", self)])
+        for prefix, module in modules:
+            for name, value in module._attributes():
+                if isinstance(value, Parameter) and id(value) not in seen:
+                    seen.add(id(value))
+                    yield (f"{prefix}.{name}" if prefix else name), value
+
+    def parameters(self, *, recurse: bool = True) -> Iterator[Parameter]:
+        """:return: the parameters, each once"""
+        return (param for _, param in self.named_parameters(recurse=recurse))
+
+    def apply(self, fn: Callable[[Module], None]) -> Module:
+        """Call ``fn`` on every module (children first); :return: self"""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+
+class Functional(Module):
+    """A module without parameters around a function, e.g. ``Functional(rf.relu)`` inside a :class:`Sequential`."""
+
+    def __init__(self, func: Callable[..., Any]):
+        self.func = func
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Functional {getattr(self.func, '__name__', self.func)!r}>"
+
+
+def _as_module(obj: Any) -> Module:
+    if isinstance(obj, Module):
+        return obj
+    if callable(obj):
+        return Functional(obj)
+    raise TypeError(f"expected an rf.Module or a function, got {type(obj).__name__}")
+
+
+class ModuleList(Module):
+    """A list of modules, named ``"0"``, ``"1"``, ...: ``ModuleList(a, b)``, ``ModuleList([a, b])``, slicing,
+    ``append`` and ``extend``.
+    """
+
+    def __init__(self, *modules: Any):
+        self._modules: list[Module] = []
+        for item in modules:
+            self.extend(item.values() if isinstance(item, dict) else item) if _iterable(item) else self.append(item)
+
+    def _attributes(self) -> Iterable[tuple[str, Any]]:
+        return [(str(i), m) for i, m in enumerate(self._modules)] + [
+            (k, v) for k, v in vars(self).items() if k != "_modules"
+        ]
+
+    def append(self, module: Any) -> ModuleList:
+        """Add one module (a function is wrapped in :class:`Functional`); :return: self"""
+        self._modules.append(_as_module(module))
+        return self
+
+    def extend(self, modules: Iterable[Any]) -> ModuleList:
+        """Add several modules; :return: self"""
+        for module in modules:
+            self.append(module)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return type(self)(self._modules[index])
+        return self._modules[index]
+
+    def __setitem__(self, index: int, module: Any) -> None:
+        self._modules[index] = _as_module(module)
+
+
+class Sequential(ModuleList):
+    """Modules called one after the other: ``Sequential(rf.Linear(a, b), rf.relu, rf.Linear(b, c))(x)``."""
+
+    def __call__(self, x: Any, **kwargs: Any) -> Any:
+        for module in self._modules:
+            x = module(x, **kwargs)
+        return x
+
+
+def _iterable(obj: Any) -> bool:
+    return isinstance(obj, (list, tuple, dict, ModuleList)) or (
+        not isinstance(obj, Module) and not callable(obj) and isinstance(obj, Iterable)
+    )

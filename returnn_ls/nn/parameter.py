@@ -1,0 +1,70 @@
+"""``Parameter``: a :class:`Tensor` whose raw tensor is the framework's own parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from returnn_ls import _backend
+from returnn_ls.dim import Dim
+from returnn_ls.nn import init as _init
+from returnn_ls.tensor import Tensor
+
+__all__ = ["Parameter"]
+
+
+class Parameter(Tensor):
+    """A (trainable) parameter: ``torch.nn.Parameter`` on torch, ``tf.Variable`` on TensorFlow.
+
+    The initial value is computed in numpy (see :mod:`returnn_ls.nn.init`), so a model built in the same order from
+    the same seed has the same parameters on both backends. It is created on the selected backend.
+
+    :param dims: static dims
+    :param dtype: a float dtype
+    :param initial: a :class:`~returnn_ls.nn.init.ParamInit`, a number, or a numpy array of the dims' sizes
+        (default: Glorot uniform for two or more dims, zeros otherwise)
+    :param trainable: whether optimizers update it
+    """
+
+    __slots__ = ("trainable",)
+
+    def __init__(
+        self,
+        dims: Sequence[Dim],
+        dtype: str = "float32",
+        *,
+        initial: Any = None,
+        trainable: bool = True,
+    ):
+        dims = tuple(dims)
+        if not all(isinstance(d, Dim) and d.dimension is not None for d in dims):
+            raise ValueError(f"Parameter: dims must be static Dims, got {list(dims)}")
+        value = _initial_value(dims, dtype, initial)
+        backend = _backend.selected_backend()
+        super().__init__(backend.create_parameter(value, trainable), dims, backend=backend)
+        self.trainable = trainable
+
+    def assign(self, value: Any) -> None:
+        """Overwrite the value in place (no gradient recorded): a Tensor with the same dims, or numpy/a number."""
+        if isinstance(value, Tensor):
+            value = value.copy_transpose(self.dims).raw_tensor
+        else:
+            value = np.broadcast_to(np.asarray(value, dtype=self.dtype), [d.dimension for d in self.dims])
+        self.backend.assign_parameter(self.raw_tensor, value)
+
+    def __repr__(self) -> str:
+        return f"Parameter({list(self.dims)}, {self.dtype!r}, {self.backend.name})"
+
+
+def _initial_value(dims: tuple[Dim, ...], dtype: str, initial: Any) -> np.ndarray:
+    shape = [d.dimension for d in dims]
+    if initial is None:
+        initial = _init.Glorot() if len(dims) >= 2 else _init.Zeros()
+    if isinstance(initial, _init.ParamInit):
+        return initial(dims, dtype)
+    value = np.asarray(initial, dtype=dtype)
+    if value.shape not in ((), tuple(shape)):
+        raise ValueError(f"Parameter: initial value of shape {value.shape} does not match dims {list(dims)}")
+    return np.broadcast_to(value, shape).copy()
