@@ -82,7 +82,14 @@ def scaled_gradient_ext(
     raw_scale = _raw_factor(scale, source, "scale")
     raw_shift = _raw_factor(shift, source, "shift")
     raw_weight = _raw_factor(sum_mask, source, "sum_mask") if sum_axis is not None else None
-    raw = source.backend.scaled_gradient_ext(
-        source.raw_tensor, 1.0 if raw_scale is None else raw_scale, raw_shift, sum_axis, raw_weight
-    )
+    raw_scale = 1.0 if raw_scale is None else raw_scale
+    fusable = source.log_softmax_of is not None and source.log_softmax_of[1] is scale_shift_by_sum_over_axis
+    if fusable and raw_shift is not None:
+        # source = log_softmax(logits): one op gives the gradient w.r.t. the logits directly
+        logits = source.log_softmax_of[0]
+        raw = source.backend.log_softmax_smoothed_gradient(
+            logits.raw_tensor, source.raw_tensor, sum_axis, raw_scale, raw_shift, raw_weight
+        )
+    else:
+        raw = source.backend.scaled_gradient_ext(source.raw_tensor, raw_scale, raw_shift, sum_axis, raw_weight)
     return source.copy_template(raw)

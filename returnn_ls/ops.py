@@ -254,6 +254,8 @@ def _normalize(op: str, x: Tensor, axis: Dim, use_mask: bool) -> Tensor:
         x = where(sequence_mask(axis, x), x, float("-inf"))
     out = x.copy_template(getattr(x.backend, op)(x.raw_tensor, x.dims.index(axis)))
     out.feature_dim = x.feature_dim or axis
+    if op == "log_softmax":
+        out.log_softmax_of = (x, axis)
     return out
 
 

@@ -23,7 +23,7 @@ class Tensor:
     Use :func:`convert_to_tensor` to create one from user data.
     """
 
-    __slots__ = ("raw_tensor", "dims", "dtype", "feature_dim", "sparse_dim", "backend")
+    __slots__ = ("raw_tensor", "dims", "dtype", "feature_dim", "sparse_dim", "backend", "log_softmax_of")
     __hash__ = object.__hash__
 
     def __init__(
@@ -41,6 +41,9 @@ class Tensor:
         self.dtype = self.backend.dtype(raw_tensor)
         self.feature_dim = feature_dim
         self.sparse_dim = sparse_dim
+        #: for the output of :func:`returnn_ls.log_softmax`: its input logits (same dims, same order) and the axis,
+        #: so that :func:`returnn_ls.label_smoothed_log_prob_gradient` can fuse its backward with the log-softmax's
+        self.log_softmax_of: tuple[Tensor, Dim] | None = None
 
     @property
     def backend_name(self) -> str:
