@@ -23,7 +23,7 @@ def run_returnn(spec: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 def write_hdf_h5py(
     path: Path,
-    inputs: list[np.ndarray],
+    inputs: list[np.ndarray] | None,
     tags: list[str],
     targets: dict[str, list[np.ndarray]] | None = None,
     *,
@@ -32,7 +32,7 @@ def write_hdf_h5py(
 ) -> None:
     """Write RETURNN's HDF layout with plain h5py (independently of RETURNN's writer).
 
-    :param inputs: per sequence [T, dim] features or [T] class indices
+    :param inputs: per sequence [T, dim] features or [T] class indices; None: a file of targets only
     :param targets: key -> per sequence arrays; written to ``targets/data/<key>``, lengths into ``seqLengths``
     :param sizes: ``targets/size`` attributes (e.g. ``{"classes": [5, 1]}`` or ``{"classes": 5}``); None: no
         ``targets/size`` group
@@ -43,10 +43,12 @@ def write_hdf_h5py(
     targets = targets or {}
     keys = sorted(targets)
     with h5py.File(path, "w") as f:
-        f.create_dataset("inputs", data=np.concatenate(inputs))
-        f.attrs["inputPattSize"] = inputs[0].shape[1] if inputs[0].ndim == 2 else int(max(a.max() for a in inputs)) + 1
+        if inputs is not None:
+            f.create_dataset("inputs", data=np.concatenate(inputs))
+            f.attrs["inputPattSize"] = inputs[0].shape[1] if inputs[0].ndim == 2 else int(max(map(np.max, inputs))) + 1
         # without targets, RETURNN's layout keeps a second, unused column (as SimpleHDFWriter writes it)
-        lengths = [[len(a)] + ([len(targets[k][i]) for k in keys] if keys else [0]) for i, a in enumerate(inputs)]
+        lengths = [([len(inputs[i])] if inputs is not None else []) + ([len(targets[k][i]) for k in keys] or [0])
+                   for i in range(len(tags))]  # fmt: skip
         f.create_dataset("seqLengths", data=np.array(lengths, dtype="int32"))
         if fixed_length_tags:
             f.create_dataset("seqTags", data=np.array([t.encode() for t in tags], dtype=f"S{max(map(len, tags))}"))

@@ -37,13 +37,15 @@ def _writer_jobs(folder) -> list[dict]:
 
 def _write_h5py_files(folder) -> None:
     """Files by plain h5py: e (classes + words, [dim, ndim] sizes), f (fixed-length tags, scalar sizes),
-    g (no targets)."""
+    g (no targets), h (targets only, no inputs)."""
     e, f = SEQS["e"], SEQS["f"]
     write_hdf_h5py(folder / "e.hdf", e["inputs"], _tags("e", 9), {"classes": e["classes"], "words": e["words"]},
                    sizes={"classes": [5, 1], "words": [7, 1]})  # fmt: skip
     write_hdf_h5py(folder / "f.hdf", f["inputs"], _tags("f", 6), {"classes": f["classes"]}, sizes={"classes": 5},
                    fixed_length_tags=True)  # fmt: skip
     write_hdf_h5py(folder / "g.hdf", f["inputs"], _tags("g", 6))
+    write_hdf_h5py(folder / "h.hdf", None, _tags("h", 9), {"classes": e["classes"], "words": e["words"]},
+                   sizes={"classes": [5, 1], "words": [7, 1]})  # fmt: skip
 
 
 #: (files, options, epoch) read by RETURNN and by us
@@ -56,6 +58,7 @@ READS = [
     (["e"], {"seq_ordering": "laplace:2"}, 3),
     (["f", "e"], {"seq_ordering": "random"}, 4),
     (["g"], {}, 1),
+    (["h"], {"seq_ordering": "sorted"}, 1),
 ]
 
 

@@ -71,13 +71,13 @@ class _HDFFile:
         if lengths.ndim != 2 or lengths.shape[1] != len(columns) or lengths.dtype.kind not in "iu":
             raise self._error(f"seqLengths has shape {lengths.shape} ({lengths.dtype}), expected int "
                               f"[num_seqs, {len(columns)}] for the keys {columns}")  # fmt: skip
-        if (lengths < 0).any():
-            raise self._error(f"sequence {self._tag(int(np.argmax((lengths < 0).any(axis=1))))!r}: negative length")
         self.num_seqs = len(lengths)
         self.order_lengths = lengths[:, 0].astype(np.int64)  # what sorted orders sort by, as in RETURNN
         self.tags = f["seqTags"]
         if self.tags.shape != (self.num_seqs,):
             raise self._error(f"seqTags has shape {self.tags.shape}, seqLengths has {self.num_seqs} sequences")
+        if (lengths < 0).any():
+            raise self._error(f"sequence {self._tag(int(np.argmax((lengths < 0).any(axis=1))))!r}: negative length")
         self.arrays: dict[str, Any] = {}
         self.keys: dict[str, DataKey] = {}
         self.lengths: dict[str, np.ndarray] = {}
@@ -139,7 +139,7 @@ class _HDFFile:
             raise self._error(f"{key!r} stores {stored} frames, but seqLengths adds up to {total}")
 
     def _tag(self, index: int) -> str:
-        tag = self.handle["seqTags"][index]
+        tag = self.tags[index]
         tag = tag.decode("utf-8") if isinstance(tag, bytes) else str(tag)
         return tag.split("\0")[0]
 
@@ -201,6 +201,8 @@ class HDFDataset(Dataset):
                 if other.keys[key] != info:
                     raise other._error(f"{key!r} is {other.keys[key]}, but in {first.path!r} {info}")
         keys = dict(first.keys)
+        if not keys:
+            raise first._error("has neither inputs nor numeric targets")
         for key, info in keys.items():
             if key != "data" and "data" in keys:
                 if all(np.array_equal(f.lengths[key], f.lengths["data"]) for f in self._files):

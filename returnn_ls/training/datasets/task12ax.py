@@ -107,5 +107,7 @@ class Task12AXDataset(Dataset):
         symbols = _draw_symbols(self._rng, self._rng.randint(10, 100))
         seq = {"data": _ONE_HOT[symbols], "classes": targets_12ax(symbols), "seq_tag": f"seq-{corpus_index}"}
         if self._cache_enabled:
+            for array in (seq["data"], seq["classes"]):
+                array.flags.writeable = False  # shared by every epoch: nobody may change them
             self._cache[corpus_index] = seq
         return dict(seq)
