@@ -105,6 +105,8 @@ def test_options_are_checked():
         make_dataset({"class": "Task12AXDataset", "num_seqs": 0}, name="train")
     with pytest.raises(ValueError, match=r"seq_ordering 'laplace:10' needs the sequence lengths before the epoch"):
         make_dataset({"class": "Task12AXDataset", "num_seqs": 5}, name="train", batching="laplace:10")
+    with pytest.raises(ValueError, match=r"^batching must be one of \['default', .*got 'rnd'"):
+        make_dataset({"class": "Task12AXDataset", "num_seqs": 5}, name="train", batching="rnd")
     with pytest.raises(ValueError, match=r"option window=3 is not supported by returnn-ls \(only 1\)"):
         make_dataset({"class": "Task12AXDataset", "num_seqs": 5, "window": 3}, name="train")
     ds = Task12AXDataset(num_seqs=3)

@@ -16,6 +16,7 @@ from typing import Any
 
 from returnn_ls.training.datasets.base import BASE_OPTIONS, NOOP_OPTIONS, DataKey, Dataset
 from returnn_ls.training.datasets.hdf import HDFDataset
+from returnn_ls.training.datasets.seq_order import check_seq_ordering
 from returnn_ls.training.datasets.synthetic import DATASET_OPTIONS, SyntheticDataset, collate
 from returnn_ls.training.datasets.task12ax import Task12AXDataset
 
@@ -75,7 +76,8 @@ def make_dataset(
     """
     cls, kwargs = _check_opts(opts, name)
     if "seq_ordering" not in kwargs:
-        kwargs["seq_ordering"] = (batching or "default") if name == "train" else _EVAL_SEQ_ORDERING
+        train_order = "default" if batching is None else check_seq_ordering(batching, "batching")
+        kwargs["seq_ordering"] = train_order if name == "train" else _EVAL_SEQ_ORDERING
     own = DATASET_CLASSES[opts["class"]][1]
     for option, hint in (("input_dim", input_dim), ("num_labels", num_labels)):
         if option in own and kwargs.get(option) is None and hint is not None:

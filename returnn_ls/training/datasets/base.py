@@ -72,7 +72,12 @@ class DataKey:
 
 
 def check_int(value: Any, option: str, *, low: int = 1, high: int | None = None, allow_none: bool = False) -> Any:
-    """:return: ``value`` if it is an int in ``[low, high]`` (or None with ``allow_none``)
+    """Check an int option.
+
+    Example: ``check_int(3, "num_seqs")`` returns 3; ``check_int(0, "num_seqs")`` raises
+    ``ValueError("num_seqs must be an int >= 1, got 0")``.
+
+    :return: ``value`` if it is an int in ``[low, high]`` (or None with ``allow_none``)
     :raise ValueError: naming ``option``
     """
     if value is None and allow_none:
