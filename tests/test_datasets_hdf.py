@@ -190,3 +190,17 @@ def test_files_that_do_not_fit_together_get_an_error_naming_the_file(files, tmp_
         HDFDataset(files=[str(folder / "b.hdf"), str(folder / "a.hdf")])
     with pytest.raises(ValueError, match=rf"file '{folder}/c.hdf': 'classes' is .*dim=1.*, but in '{folder}/a.hdf'"):
         HDFDataset(files=[str(folder / "a.hdf"), str(folder / "c.hdf")])
+
+
+def test_string_targets_are_left_out(tmp_path):
+    f = SEQS["f"]
+    path = tmp_path / "orth.hdf"
+    write_hdf_h5py(path, f["inputs"], _tags("f", 6), {"classes": f["classes"]}, sizes={"classes": [5, 1]})
+    with h5py.File(path, "r+") as h5:
+        h5.create_dataset("targets/data/orth", data=[f"words {i}" for i in range(6)], dtype=h5py.string_dtype())
+        lengths = h5["seqLengths"][...]
+        _replace(h5, "seqLengths", np.concatenate([lengths, np.ones((6, 1), "int32")], axis=1))
+    ds = HDFDataset(files=[str(path)])
+    assert sorted(ds.keys) == ["classes", "data"]
+    ds.init_seq_order(1)
+    np.testing.assert_array_equal(ds.get_seq(2)["classes"], f["classes"][2])
