@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["returnn_ls", "returnn_ls.*", "frontend_backends", "frontend_backends.*"]),
     python_requires=">=3.10",
-    install_requires=["numpy>=1.24", "tqdm>=4.60", "matplotlib>=3.7"],
+    install_requires=["numpy>=1.24", "tqdm>=4.60", "matplotlib>=3.7", "h5py>=3.8"],
     extras_require={
         "torch": ["torch>=2.1"],
         "tensorflow": ["tensorflow>=2.16"],

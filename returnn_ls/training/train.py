@@ -70,10 +70,10 @@ def build_experiment(config: Config, backend: str) -> Experiment:
     for name in ("train", "dev"):
         try:
             data[name] = make_dataset(
-                config.get(name), input_dim=extern.nodes["data"].dim.dimension, num_labels=extern.num_labels
+                config.get(name), name=name, input_dim=extern.nodes["data"].dim.dimension, num_labels=extern.num_labels
             )
         except (TypeError, ValueError) as exc:
-            raise config.error(f"{name}: {exc}", name) from None
+            raise config.error(str(exc), name) from None
     return Experiment(config, backend, extern, network, eval_network, data["train"], data["dev"])
 
 
