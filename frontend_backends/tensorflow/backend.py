@@ -123,7 +123,7 @@ class TensorFlowBackend(Backend):
         return tuple(x.shape.as_list())
 
     def axis_size(self, x: Any, axis: int) -> Any:
-        static = x.shape[axis]
+        static = x.shape.as_list()[axis]  # as_list: ints also under tf.compat.v1 (v1 TensorShape)
         return static if static is not None else tf.shape(x)[axis]
 
     def arange(self, n: Any, dtype: str) -> Any:

@@ -91,13 +91,13 @@ def _smoothed_posterior_grad(lp, g, blank: int, smoothing: Any):
     """:return: ``exp(lp) - q'``, ``q = softmax(lp) - g`` smoothed over the non-blank labels (blank kept)"""
     if isinstance(smoothing, float) and smoothing == 0.0:
         return g
-    num_labels = lp.shape[-1]
+    num_labels = lp.shape.as_list()[-1]  # an int also under tf.compat.v1 (v1 TensorShape, as in RETURNN)
     floor = tf.cast(smoothing, lp.dtype) / (num_labels - 2)
     factor = 1.0 - (num_labels - 1) * floor
     q = tf.nn.softmax(lp) - g
     q_blank = q[..., blank : blank + 1]
     included_mass = tf.reduce_sum(q, -1, keepdims=True) - q_blank
-    is_blank = tf.range(num_labels) == blank
+    is_blank = tf.equal(tf.range(num_labels), blank)  # not ==: under tf.compat.v1 graph mode that is identity
     q_smooth = tf.where(is_blank, q_blank, factor * q + floor * included_mass)
     return tf.exp(lp) - q_smooth
 
