@@ -29,6 +29,7 @@ from returnn_ls.ops import (
     where,
 )
 from returnn_ls.reduce import reduce_logsumexp, reduce_max, reduce_mean, reduce_min, reduce_sum
+from returnn_ls.returnn_bridge import from_returnn, to_returnn
 from returnn_ls.run_ctx import (
     RunCtx,
     get_run_ctx,
@@ -56,6 +57,7 @@ __all__ = [
     "ctc_loss",
     "Dim",
     "exp",
+    "from_returnn",
     "gather",
     "get_backend_name",
     "get_run_ctx",
@@ -92,5 +94,6 @@ __all__ = [
     "tanh",
     "Tensor",
     "TensorDict",
+    "to_returnn",
     "where",
 ]
