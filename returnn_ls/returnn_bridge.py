@@ -202,7 +202,8 @@ def _tensor_from_returnn(x: Any, module: Any, what: str) -> Tensor:
         raw_type = f"{type(raw).__module__}.{type(raw).__qualname__}"
         raise TypeError(
             f"from_returnn: the raw tensor of {what} is a {raw_type}; returnn_ls shares only torch.Tensor and "
-            "tf.Tensor raw tensors (rf-style configs need RETURNN's torch engine: backend = 'torch')"
+            "tf.Tensor raw tensors (in a RETURNN config: backend = 'torch' or 'tensorflow'; 'tensorflow-net-dict' "
+            "builds layers, not tensors)"
         )
     if len(set(map(id, x.dims))) != len(x.dims):
         raise ValueError(
