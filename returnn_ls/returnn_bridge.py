@@ -20,7 +20,8 @@ so a RETURNN config can call the fused losses of this library and mark the resul
 Both directions share the raw tensor (the same ``torch.Tensor``/``tf.Tensor`` object, so no copy, and the
 framework's autograd connects the two). Dims are paired by identity: one RETURNN Dim always gives the same Dim
 of ours and back, so ``from_returnn(to_returnn(d)) is d`` and ``to_returnn(from_returnn(rd)) is rd``.
-RETURNN's global ``batch_dim`` is paired with :data:`returnn_ls.batch_dim`.
+RETURNN's global ``batch_dim`` is paired with :data:`returnn_ls.batch_dim`; :func:`from_returnn` gives ours
+RETURNN's current batch size (none where RETURNN has none), :func:`to_returnn` changes neither.
 
 Sizes of dynamic dims are copied on every conversion, from the side the pair was made from to the other:
 RETURNN's engine keeps one Dim object per ``extern_data`` dim and gives it new ``dyn_size_ext`` sizes for
@@ -220,8 +221,7 @@ def _tensor_from_returnn(x: Any, module: Any, what: str) -> Tensor:
 
 
 def _dim_to_returnn(dim: Dim, module: Any) -> Any:
-    if dim is batch_dim:
-        _copy_sizes_to_ours(module.batch_dim, batch_dim, module)
+    if dim is batch_dim:  # its sizes are RETURNN's engine's to set: neither side is changed here
         return module.batch_dim
     pair = _PAIRS.find_by_ours(dim)
     if pair is None:

@@ -26,11 +26,13 @@ rt = pytest.importorskip("returnn.tensor")
 def _isolated():
     """Keep both batch dims as they were, and check that RETURNN did not switch TensorFlow to graph mode."""
     ours, theirs = rf.batch_dim.dyn_size_ext, rt.batch_dim.dyn_size_ext
+    graph_mode_before = "returnn.tf.compat" in sys.modules
     yield
     rf.batch_dim.dyn_size_ext, rt.batch_dim.dyn_size_ext = ours, theirs
-    assert "returnn.tf.compat" not in sys.modules
-    if "tensorflow" in sys.modules:
-        assert sys.modules["tensorflow"].executing_eagerly()
+    if not graph_mode_before:
+        assert "returnn.tf.compat" not in sys.modules, "RETURNN switched TensorFlow to graph mode"
+        if "tensorflow" in sys.modules:
+            assert sys.modules["tensorflow"].executing_eagerly()
 
 
 def _sizes(values, dims=()) -> rt.Tensor:
@@ -118,6 +120,8 @@ def test_dynamic_sizes_are_re_read_for_every_batch():
     np.testing.assert_array_equal(rf.sequence_mask(ours).numpy(), np.arange(4)[None, :] < [[1], [4], [2]])
     assert rf.batch_dim.dyn_size_ext.numpy() == 3
     rt.batch_dim.dyn_size_ext = None
+    assert rf.to_returnn(rf.batch_dim) is rt.batch_dim and rf.batch_dim.dyn_size_ext.numpy() == 3  # untouched
+    assert rt.batch_dim.dyn_size_ext is None
     assert rf.from_returnn(rt.batch_dim).dyn_size_ext is None  # RETURNN does not know it: nor do we
 
 
