@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -33,9 +34,17 @@ def run_python_parallel(jobs: dict[str, Sequence[str]], folder: Path, *, timeout
     procs = {}
     for name, args in jobs.items():
         with open(folder / f"{name}.log", "w") as log:
-            procs[name] = subprocess.Popen([sys.executable, *args], env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    failed = {name: proc.wait(timeout=timeout) for name, proc in procs.items()}
-    failed = {name: code for name, code in failed.items() if code != 0}
+            procs[name] = subprocess.Popen(
+                [sys.executable, *args], env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+    try:
+        codes = {name: proc.wait(timeout=timeout) for name, proc in procs.items()}
+    finally:  # on a timeout, stop the jobs that still run, with their own subprocesses (RETURNN's data workers)
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    failed = {name: code for name, code in codes.items() if code != 0}
     for name in failed:
         tail = (folder / f"{name}.log").read_text()[-3000:]
         raise AssertionError(f"job {name} failed ({failed[name]}):\n{tail}")
