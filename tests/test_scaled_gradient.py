@@ -27,7 +27,7 @@ def _grad_through(backend, op, x, upstream, dims):
 
 
 def np_smoothed_grad(g, a, excluded=(), compat=False):
-    """Reference: smoothing of a negative-distribution gradient g over the last axis (API.md section 2)."""
+    """Reference: smoothing of a negative-distribution gradient g over the last axis."""
     k = g.shape[-1]
     incl = np.ones(k, bool)
     incl[list(excluded)] = False
@@ -106,7 +106,7 @@ def test_excluded_labels_keep_gradient_and_total_mass_is_preserved(backend, rng)
 
 
 def test_returnn_compat_adds_mass_on_blank_frames(backend, rng):
-    """RETURNN's numbers: a blank-only frame sums to 1 + (K-1)a/(K-2) (API.md section 2)."""
+    """RETURNN's numbers: a blank-only frame sums to 1 + (K-1)a/(K-2) (RETURNN sums over all labels)."""
     dims = _dims()
     x = np.zeros((2, 3, K))
     q = np.zeros((2, 3, K))
