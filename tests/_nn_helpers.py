@@ -57,7 +57,10 @@ def outputs_and_grads(
         weights = [rng.normal(size=o.raw_tensor.shape).astype(o.dtype) for o in outs]
         total = tf.add_n([tf.reduce_sum(o.raw_tensor * w) for o, w in zip(outs, weights)])
     grads = tape.gradient(total, xs + [p.raw_tensor for p in params.values()])
-    grads = [np.zeros(v.shape) if g is None else np.asarray(g) for g, v in zip(grads, xs + list(params.values()))]
+    grads = [
+        np.zeros(v.shape) if g is None else np.asarray(tf.convert_to_tensor(g))  # IndexedSlices of a gather too
+        for g, v in zip(grads, xs + list(params.values()))
+    ]
     return [o.numpy() for o in outs], grads[: len(xs)], dict(zip(params, grads[len(xs) :]))
 
 
