@@ -45,15 +45,18 @@ def linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor
 
 
 def layer_norm(x: tf.Tensor, scale, bias, num_axes: int, eps: float) -> tf.Tensor:
-    """See ``Backend.layer_norm``: ``tf.nn.moments`` and ``tf.nn.batch_normalization`` (one fused expression)."""
+    """See ``Backend.layer_norm``: ``tf.nn.moments``, then ``(x - mean) * rsqrt(var + eps)``.
+
+    Not ``tf.nn.batch_normalization``: it computes ``x * inv + (bias - mean * inv)``, which cancels catastrophically
+    when the mean is large against the standard deviation.
+    """
     dtype = x.dtype
     compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
     x = tf.cast(x, compute)
     axes = list(range(x.shape.rank - num_axes, x.shape.rank))
     mean, var = tf.nn.moments(x, axes, keepdims=True)
-    bias = None if bias is None else tf.cast(bias, compute)
-    out = tf.nn.batch_normalization(x, mean, var, bias, tf.cast(scale, compute), eps)
-    return tf.cast(out, dtype)
+    out = (x - mean) * (tf.math.rsqrt(var + eps) * tf.cast(scale, compute))
+    return tf.cast(out if bias is None else out + tf.cast(bias, compute), dtype)
 
 
 def _flatten_batch(x: tf.Tensor, feature_axes: int) -> tuple[tf.Tensor, tf.Tensor]:
