@@ -5,9 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pytest
 
 import returnn_ls as rf
-from returnn_ls import Dim
+from returnn_ls import Dim, _backend
+
+
+@pytest.fixture(autouse=True)
+def restore_global_state():
+    """Tests that select a backend or set the global ``batch_dim``'s sizes leave both as they found them."""
+    selected, batch_sizes = _backend._selected, rf.batch_dim.dyn_size_ext
+    yield
+    _backend._selected, rf.batch_dim.dyn_size_ext = selected, batch_sizes
 
 
 def padded_dims(lengths: Sequence[int], *, batch_name: str = "batch") -> tuple[Dim, Dim]:

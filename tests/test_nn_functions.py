@@ -9,7 +9,11 @@ import pytest
 
 import returnn_ls as rf
 from returnn_ls import Dim
-from tests._nn_helpers import padded_dims, time_mask
+from tests._nn_helpers import (
+    padded_dims,
+    restore_global_state,  # noqa: F401 (an autouse fixture)
+    time_mask,
+)
 
 LENGTHS = [5, 2, 4]
 _erf = np.vectorize(math.erf)

@@ -7,7 +7,12 @@ import pytest
 
 import returnn_ls as rf
 from returnn_ls import Dim
-from tests._nn_helpers import outputs_and_grads, padded_dims, time_mask
+from tests._nn_helpers import (
+    outputs_and_grads,
+    padded_dims,
+    restore_global_state,  # noqa: F401 (an autouse fixture)
+    time_mask,
+)
 
 LENGTHS = [6, 3, 5]
 
@@ -38,7 +43,7 @@ def test_linear_with_the_same_in_and_out_dim_and_without_bias(backend, rng):
     x = rng.normal(size=(2, 3)).astype("float32")
     y = linear(rf.convert_to_tensor(x, dims=[batch, dim]))
     assert y.dims == (batch, dim) and y.feature_dim is dim
-    np.testing.assert_allclose(y.numpy(), x @ linear.weight.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(y.numpy(), x @ linear.weight.numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_linear_rejects_a_tensor_without_its_in_dim(backend):

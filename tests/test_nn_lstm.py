@@ -7,7 +7,13 @@ import pytest
 
 import returnn_ls as rf
 from returnn_ls import Dim
-from tests._nn_helpers import numpy_lstm, outputs_and_grads, padded_dims, time_mask
+from tests._nn_helpers import (
+    numpy_lstm,
+    outputs_and_grads,
+    padded_dims,
+    restore_global_state,  # noqa: F401 (an autouse fixture)
+    time_mask,
+)
 
 IN, HIDDEN = 3, 5
 LENGTHS = [7, 4, 1, 6]

@@ -9,6 +9,7 @@ import pytest
 
 import returnn_ls as rf
 from returnn_ls import Dim
+from tests._nn_helpers import restore_global_state  # noqa: F401 (an autouse fixture)
 
 IN, HIDDEN, OUT = Dim(3, name="in"), Dim(4, name="hidden"), Dim(2, name="out")
 

@@ -17,7 +17,11 @@ import pytest
 
 import returnn_ls as rf
 from returnn_ls import Dim, _backend
-from tests._nn_helpers import outputs_and_grads, time_mask
+from tests._nn_helpers import (
+    outputs_and_grads,
+    restore_global_state,  # noqa: F401 (an autouse fixture)
+    time_mask,
+)
 
 LENGTHS = np.array([7, 3, 5], "int32")
 IN, OUT, VOCAB, EMBED, LSTM = (Dim(n, name=name) for n, name in [(5, "in"), (4, "out"), (7, "vocab"), (3, "embed"),
@@ -161,3 +165,29 @@ def test_demo_rf_config_model_and_train_step_equal_returnn(backend, case):
     assert ce.shape == (LENGTHS.sum(),) and len(grads) == 6
     for name, value in grads.items():  # both: the gradient of the CE weighted with the same random numbers
         np.testing.assert_allclose(value, ref[f"demo_grad/{name}"], rtol=1e-4, atol=1e-5)
+
+
+def test_demo_train_step_inside_tf_function_equals_returnn(case):
+    """The engine may wrap a TensorFlow step in tf.function: time length and sizes unknown while tracing."""
+    import tensorflow as tf
+
+    data, ref = case
+    rf.select_backend("tensorflow")
+    model = _load(_modules()["demo"], data, "demo")
+    demo_in, batch, time = model.layers[0].in_dim, Dim(3, name="batch"), Dim(None, name="time")
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([3, None, 9]), tf.TensorSpec([3], tf.int32), tf.TensorSpec([3, None], tf.int32)]
+    )
+    def train_step(raw_x, lengths, raw_targets):
+        time.dyn_size_ext = rf.convert_to_tensor(lengths, dims=[batch])
+        logits = model(rf.convert_to_tensor(raw_x, dims=[batch, time, demo_in]), spatial_dim=time)
+        logits_packed, pack_dim = rf.pack_padded(logits, dims=(batch, time), enforce_sorted=False)
+        targets = rf.convert_to_tensor(raw_targets, dims=[batch, time], sparse_dim=CLASSES)
+        targets_packed, _ = rf.pack_padded(targets, dims=(batch, time), out_dim=pack_dim)
+        loss = rf.cross_entropy(estimated=logits_packed, estimated_type="logits", target=targets_packed, axis=CLASSES)
+        return loss.raw_tensor, (rf.reduce_argmax(logits_packed, axis=CLASSES) != targets_packed).raw_tensor
+
+    ce, frame_error = train_step(tf.constant(data["demo_x"]), tf.constant(LENGTHS), tf.constant(data["targets"]))
+    _close(ce.numpy(), ref["demo_ce"])
+    np.testing.assert_array_equal(frame_error.numpy(), ref["demo_fer"])
