@@ -55,7 +55,7 @@ def layer_norm(x: torch.Tensor, scale, bias, num_axes: int, eps: float) -> torch
 
 def _flatten_batch(x: torch.Tensor, feature_axes: int) -> torch.Tensor:
     """:return: ``x`` with its leading axes (all but the last ``feature_axes``) merged into one"""
-    return x.reshape((-1,) + tuple(x.shape[-feature_axes:]))
+    return x.reshape((x.shape[:-feature_axes].numel(),) + tuple(x.shape[-feature_axes:]))
 
 
 def conv1d(x: torch.Tensor, filter, bias, padding: str, stride: int, dilation: int) -> torch.Tensor:  # noqa: A002
@@ -89,7 +89,9 @@ def lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse: bool):
     batch_shape, time, hidden = x.shape[:-2], x.shape[-2], rec_weight.shape[1]
     flat = _flatten_batch(x, 2)
     state = (_broadcast_state(h0, batch_shape, hidden, flat), _broadcast_state(c0, batch_shape, hidden, flat))
-    if lengths is None:
+    if time == 0:  # no frame: the kernel cannot run, the state stays
+        out, h, c = flat.new_zeros(flat.shape[:2] + (hidden,)), state[0][0], state[1][0]
+    elif lengths is None:
         out, h, c = _run(flat.flip(1) if reverse else flat, state, ff_weight, rec_weight, bias)
         out = out.flip(1) if reverse else out
     else:
