@@ -211,3 +211,25 @@ def test_bad_input_gets_errors_naming_the_argument(backend):
         lstm(x, state=bad, spatial_dim=time)
     with pytest.raises(ValueError, match="LSTM: out_dim must be a static Dim"):
         rf.LSTM(in_dim, time)
+
+
+def test_a_batch_without_frames_keeps_the_state(backend, case):
+    in_dim, out_dim = Dim(IN, name="in"), Dim(HIDDEN, name="out")
+    lstm = rf.LSTM(in_dim, out_dim)
+    batch, time = padded_dims([0, 0])
+    state = rf.LstmState(h=rf.convert_to_tensor(case["h0"][:2], dims=[batch, out_dim]),
+                         c=rf.convert_to_tensor(case["c0"][:2], dims=[batch, out_dim]))  # fmt: skip
+    out, new_state = lstm(rf.convert_to_tensor(np.zeros((2, 0, IN), "float32"), dims=[batch, time, in_dim]),
+                          state=state, spatial_dim=time)  # fmt: skip
+    assert out.numpy().shape == (2, 0, HIDDEN)
+    np.testing.assert_array_equal(new_state.h.numpy(), case["h0"][:2])
+    np.testing.assert_array_equal(new_state.c.numpy(), case["c0"][:2])
+
+
+def test_tensorflow_lstm_in_float64_is_refused_with_a_clear_error():
+    rf.select_backend("tensorflow")
+    in_dim, time = Dim(IN, name="in"), Dim(2, name="time")
+    lstm = rf.LSTM(in_dim, Dim(HIDDEN, name="out"))
+    x = rf.convert_to_tensor(np.zeros((2, IN)), dims=[time, in_dim], dtype="float64")
+    with pytest.raises(TypeError, match="LSTM: TensorFlow's fused LSTM kernel supports float32 and float16"):
+        lstm(x, spatial_dim=time)
