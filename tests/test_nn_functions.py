@@ -184,3 +184,17 @@ def test_concat_features_and_concat_with_broadcast(backend, rng):
     np.testing.assert_allclose(z.numpy(), np.concatenate([a, np.broadcast_to(c, (2, 3, 4))], axis=-1))
     with pytest.raises(ValueError, match="concat_features: sources\\[0\\] .* has no feature_dim"):
         rf.concat_features(rf.convert_to_tensor(a, dims=[batch, time, f1]))
+
+
+def test_concat_dim_is_the_dim_of_every_concatenation_of_the_same_dims(backend, rng):
+    batch, lstm_dim, out_dim = Dim(2, name="batch"), Dim(3, name="lstm"), Dim(4, name="out")
+    linear = rf.Linear(rf.concat_dim(lstm_dim, lstm_dim), out_dim)  # built before any data
+    forward, backward = (rf.convert_to_tensor(rng.normal(size=(2, 3)).astype("float32"), dims=[batch, lstm_dim],
+                                              feature_dim=lstm_dim) for _ in range(2))  # fmt: skip
+    both = rf.concat_features(forward, backward)
+    assert both.feature_dim is rf.concat_dim(lstm_dim, lstm_dim) is rf.concat_features(backward, forward).feature_dim
+    assert rf.concat_dim(lstm_dim) is not both.feature_dim and both.feature_dim.dimension == 6
+    expected = np.concatenate([forward.numpy(), backward.numpy()], -1) @ linear.weight.numpy()
+    np.testing.assert_allclose(linear(both).numpy(), expected + linear.bias.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match=r"concat_dim: dims\[0\] must be a static Dim"):
+        rf.concat_dim(Dim(None, name="time"))

@@ -2,7 +2,7 @@
 
 from returnn_ls.nn import init
 from returnn_ls.nn.activation import elu, gelu, leaky_relu, log_sigmoid, relu_square, selu, silu, softplus, swish
-from returnn_ls.nn.array import concat, concat_features, pack_padded, reduce_argmax, reduce_argmin
+from returnn_ls.nn.array import concat, concat_dim, concat_features, pack_padded, reduce_argmax, reduce_argmin
 from returnn_ls.nn.conv import Conv1d
 from returnn_ls.nn.dropout import dropout
 from returnn_ls.nn.init import set_random_seed
@@ -27,6 +27,7 @@ __all__ = [
     "Sequential",
     "State",
     "concat",
+    "concat_dim",
     "concat_features",
     "dropout",
     "elu",

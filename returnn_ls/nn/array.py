@@ -10,7 +10,10 @@ from returnn_ls.dim import Dim
 from returnn_ls.ops import align, axes_of, common_backend, sequence_mask, where
 from returnn_ls.tensor import Tensor
 
-__all__ = ["concat", "concat_features", "pack_padded", "reduce_argmax", "reduce_argmin"]
+__all__ = ["concat", "concat_dim", "concat_features", "pack_padded", "reduce_argmax", "reduce_argmin"]
+
+#: the dim of each concatenation, by the dims concatenated (RETURNN's ``a + b`` is likewise always the same dim)
+_CONCAT_DIMS: dict[tuple[Dim, ...], Dim] = {}
 
 
 def pack_padded(
@@ -95,6 +98,26 @@ def reduce_argmin(source: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool =
     return _arg_reduce("argmin", source, axis, use_mask)
 
 
+def concat_dim(*dims: Dim) -> Dim:
+    """:return: the dim that :func:`concat` and :func:`concat_features` give when concatenating along ``dims``, in
+    this order: the same Dim object for the same dims, so that a module after a concatenation can be built first
+
+    Example::
+
+        self.output = rf.Linear(rf.concat_dim(lstm_dim, lstm_dim), out_dim)  # RETURNN: lstm_dim + lstm_dim
+        ...
+        y = self.output(rf.concat_features(forward_out, backward_out))
+    """
+    for i, dim in enumerate(dims):
+        if not isinstance(dim, Dim) or dim.dimension is None:
+            raise TypeError(f"concat_dim: dims[{i}] must be a static Dim, got {dim!r}")
+    if not dims:
+        raise ValueError("concat_dim: give at least one dim")
+    if dims not in _CONCAT_DIMS:
+        _CONCAT_DIMS[dims] = Dim(sum(d.dimension for d in dims), name="+".join(str(d.name) for d in dims))
+    return _CONCAT_DIMS[dims]
+
+
 def concat(
     *sources: tuple[Tensor, Dim], allow_broadcast: bool = False, out_dim: Dim | None = None
 ) -> tuple[Tensor, Dim]:
@@ -102,7 +125,7 @@ def concat(
 
     :param sources: pairs of a tensor and the dim of it to concatenate along
     :param allow_broadcast: whether the tensors may have different other dims (each is broadcast to all of them)
-    :param out_dim: the concatenated dim to use (its size must be the sum)
+    :param out_dim: the concatenated dim to use (its size must be the sum); default: ``concat_dim`` of the dims
     :return: the result, with ``out_dim`` at the place of the first source's dim, and ``out_dim``
 
     Example: ``y, y_dim = rf.concat((a, a_dim), (b, b_dim))``
@@ -127,7 +150,7 @@ def concat(
         others += [d for d in rest if d not in others]
     total = sum(dim.dimension for _, dim in sources)
     if out_dim is None:
-        out_dim = Dim(total, name="concat")
+        out_dim = concat_dim(*(dim for _, dim in sources))
     elif not isinstance(out_dim, Dim) or out_dim.dimension != total:
         raise ValueError(f"{func}: out_dim must be a Dim of size {total} (the sum), got {out_dim!r}")
     position = first_src.dims.index(first_dim)
