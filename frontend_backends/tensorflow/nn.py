@@ -16,6 +16,7 @@ output, state or gradient. ``tests/test_nn_lstm.py`` compares with Keras's ``LST
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -86,9 +87,23 @@ def _state(state, lead: tf.Tensor, size: int, dtype) -> tf.Tensor:
 
 
 def lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse: bool):
-    """See ``Backend.lstm`` and the module docstring: merges the batch axes and runs :data:`_lstm_graph`."""
+    """See ``Backend.lstm`` and the module docstring."""
     if x.dtype not in (tf.float32, tf.float16):
         raise TypeError(f"LSTM: TensorFlow's fused LSTM kernel supports float32 and float16 input, got {x.dtype.name}")
+    rank = x.shape.rank
+    if rank not in _LSTM_GRAPHS:
+        _LSTM_GRAPHS[rank] = tf.function(_lstm, reduce_retracing=True, autograph=False)
+    return _LSTM_GRAPHS[rank](x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse)
+
+
+#: :func:`_lstm` as one graph per rank of the input: called eagerly, one function call instead of ~40 eager ops
+#: makes a 12AX batch (forward and backward) about 4x faster; inside a ``tf.function`` it is inlined. (Per rank:
+#: shapes of another rank would make ``reduce_retracing`` forget the rank.)
+_LSTM_GRAPHS: dict[int, Any] = {}
+
+
+def _lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse: bool):
+    """:func:`lstm` for any number of batch axes: merges them into one for :func:`_lstm_batch`."""
     hidden = rec_weight.shape[1]
     flat, lead = _flatten_batch(x, 2)
     h0, c0 = _state(h0, lead, hidden, x.dtype), _state(c0, lead, hidden, x.dtype)
@@ -96,7 +111,7 @@ def lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse: bool):
         lengths = tf.reshape(tf.broadcast_to(tf.cast(lengths, tf.int64), lead), [-1])
     bias = tf.zeros([4 * hidden], x.dtype) if bias is None else tf.cast(bias, x.dtype)
     weight = tf.cast(tf.concat([ff_weight, rec_weight], axis=1), x.dtype)
-    out, h, c = _lstm_graph(flat, lengths, h0, c0, weight, bias, reverse)
+    out, h, c = _lstm_batch(flat, lengths, h0, c0, weight, bias, reverse)
     state_shape = tf.concat([lead, [hidden]], 0)
     out_shape = tf.concat([lead, tf.shape(out)[1:]], 0)
     return tf.reshape(out, out_shape), tf.reshape(h, state_shape), tf.reshape(c, state_shape)
@@ -127,11 +142,6 @@ def _lstm_batch(x, lengths, h0, c0, weight, bias, reverse: bool):
     h, c = (_at_frame(seq, last, nonempty, init) for seq, init in ((out.h, h0), (out.cs, c0)))
     h_all = _reverse(h_all, lengths) if reverse else h_all
     return tf.transpose(h_all, [1, 0, 2]), h, c
-
-
-#: :func:`_lstm_batch` as one graph: called eagerly, one function call instead of ~25 eager ops halves the time of
-#: a 12AX batch (forward and backward); inside a ``tf.function`` it is inlined.
-_lstm_graph = tf.function(_lstm_batch, reduce_retracing=True, autograph=False)
 
 
 def _block_gate_order(gates: tf.Tensor) -> tf.Tensor:
