@@ -5,12 +5,13 @@ RETURNN's ``lstmblockfused`` unit uses): one op for all frames, forward and back
 TensorFlow 2.21 its registered gradient is the one of ``BlockLSTM``, which assumes another gate order, so its
 gradients are wrong. ``BlockLSTM`` takes the gates as ``i, g, f, o`` with a forget bias, which is set to 0.
 
-Keras's ``LSTM`` layer runs its cell step by step on CPU (cuDNN only on GPU): ~130 ms per 12AX batch eagerly and
-~8 ms inside ``tf.function``, against ~2.5 ms and ~1.3 ms here. ``BlockLSTM`` knows no sequence lengths, so padding is
-handled around it: padding frames are zeroed, reversed sequences are reversed inside their lengths
-(``tf.reverse_sequence``), the outputs at padding frames are set to 0, and the final state is read at each
-sequence's last frame. Frames after a sequence's end come after everything that is kept, so they influence no
-output, state or gradient. ``tests/test_nn_lstm.py`` compares with Keras's ``LSTM`` layer with a mask.
+Keras's ``LSTM`` layer runs its cell step by step on CPU (cuDNN only on GPU): ~130 ms per 12AX batch (forward and
+backward) eagerly and ~8 ms inside ``tf.function``, against ~3.5 ms and ~1.5 ms here (``tests/_nn_bench.py``).
+``BlockLSTM`` knows no sequence lengths, so padding is handled around it: padding frames are zeroed, reversed
+sequences are reversed inside their lengths (``tf.reverse_sequence``), the outputs at padding frames are set to 0,
+and the final state is read at each sequence's last frame. Frames after a sequence's end come after everything
+that is kept, so they influence no output, state or gradient. ``tests/test_nn_lstm.py`` compares with Keras's
+``LSTM`` layer with a mask.
 """
 
 from __future__ import annotations

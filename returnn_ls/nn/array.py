@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from frontend_backends import Backend
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
 from returnn_ls.ops import align, axes_of, common_backend, sequence_mask, where
@@ -42,7 +44,16 @@ def pack_padded(
     dims = tuple(axes_of(source, list(dims), func))
     if out_dim is not None and not isinstance(out_dim, Dim):
         raise TypeError(f"{func}: out_dim must be a Dim or None, got {type(out_dim).__name__}")
-    backend = source.backend
+    rest = tuple(d for d in source.dims if d not in dims)
+    raw = source.backend.masked_select(align(source, dims + rest), _frames_mask(source, dims, func))
+    out_dim = _packed_dim(raw, source.backend, out_dim)
+    feature = source.feature_dim if source.feature_dim in rest else None
+    packed = Tensor(raw, (out_dim,) + rest, feature_dim=feature, sparse_dim=source.sparse_dim, backend=source.backend)
+    return packed, out_dim
+
+
+def _frames_mask(source: Tensor, dims: tuple[Dim, ...], func: str) -> Any:
+    """:return: raw bool mask over ``dims`` (size 1 where it does not vary), True at the frames to keep"""
     mask = None
     for dim in dims:
         if dim.is_padded():
@@ -51,18 +62,19 @@ def pack_padded(
                 raise ValueError(f"{func}: the sizes of {dim} vary along {outside}, which are not in dims")
             dim_mask = sequence_mask(dim, source)
             mask = dim_mask if mask is None else mask & dim_mask
-    rest = tuple(d for d in source.dims if d not in dims)
-    raw_mask = align(mask, dims) if mask is not None else backend.full([1] * len(dims), True, "bool")
-    raw = backend.masked_select(align(source, dims + rest), raw_mask)
-    if out_dim is None or (out_dim.dimension is None and out_dim.dyn_size_ext is None):
-        size = backend.axis_size(raw, 0)
-        size = Tensor(backend.convert(size, "int32") if isinstance(size, int) else backend.cast(size, "int32"), ())
-        if out_dim is None:
-            out_dim = Dim(size, name="packed")
-        else:
-            out_dim.dyn_size_ext = size
-    feature = source.feature_dim if source.feature_dim in rest else None
-    return Tensor(raw, (out_dim,) + rest, feature_dim=feature, sparse_dim=source.sparse_dim, backend=backend), out_dim
+    return align(mask, dims) if mask is not None else source.backend.full([1] * len(dims), True, "bool")
+
+
+def _packed_dim(packed: Any, backend: Backend, out_dim: Dim | None) -> Dim:
+    """:return: ``out_dim``, or a new dim, with the size of the packed tensor's first axis if it has no size yet"""
+    if out_dim is not None and (out_dim.dimension is not None or out_dim.dyn_size_ext is not None):
+        return out_dim
+    size = backend.axis_size(packed, 0)
+    size = Tensor(backend.convert(size, "int32") if isinstance(size, int) else backend.cast(size, "int32"), ())
+    if out_dim is None:
+        return Dim(size, name="packed")
+    out_dim.dyn_size_ext = size
+    return out_dim
 
 
 def _arg_reduce(op: str, source: Tensor, axis: Dim | Sequence[Dim], use_mask: bool) -> Tensor:
@@ -131,6 +143,24 @@ def concat(
     Example: ``y, y_dim = rf.concat((a, a_dim), (b, b_dim))``
     """
     func = "concat"
+    backend, others = _check_concat(sources, allow_broadcast, func)
+    total = sum(dim.dimension for _, dim in sources)
+    if out_dim is None:
+        out_dim = concat_dim(*(dim for _, dim in sources))
+    elif not isinstance(out_dim, Dim) or out_dim.dimension != total:
+        raise ValueError(f"{func}: out_dim must be a Dim of size {total} (the sum), got {out_dim!r}")
+    first_src, first_dim = sources[0]
+    position = first_src.dims.index(first_dim)
+    order = others[:position] + [out_dim] + others[position:]
+    raws = [align(src, [dim if d is out_dim else d for d in order]) for src, dim in sources]
+    out = Tensor(backend.concat(raws, position), order, backend=backend)
+    if all(src.feature_dim is dim for src, dim in sources):
+        out.feature_dim = out_dim
+    return out, out_dim
+
+
+def _check_concat(sources: tuple, allow_broadcast: bool, func: str) -> tuple[Backend, list[Dim]]:
+    """:return: the backend of ``sources`` and their other dims (first appearance order), after checking them"""
     if not sources:
         raise ValueError(f"{func}: give at least one (tensor, dim) pair")
     for i, pair in enumerate(sources):
@@ -139,7 +169,6 @@ def concat(
         axes_of(pair[0], pair[1], func)
         if pair[1].dimension is None:
             raise ValueError(f"{func}: sources[{i}] dim {pair[1]} is dynamic; only static dims can be concatenated")
-    backend = common_backend(*(src for src, _ in sources))
     first_src, first_dim = sources[0]
     others = [d for d in first_src.dims if d is not first_dim]
     for i, (src, dim) in enumerate(sources[1:], 1):
@@ -148,18 +177,7 @@ def concat(
             raise ValueError(f"{func}: sources[{i}] has other dims {rest} than sources[0] {others}; "
                              "pass allow_broadcast=True to broadcast")  # fmt: skip
         others += [d for d in rest if d not in others]
-    total = sum(dim.dimension for _, dim in sources)
-    if out_dim is None:
-        out_dim = concat_dim(*(dim for _, dim in sources))
-    elif not isinstance(out_dim, Dim) or out_dim.dimension != total:
-        raise ValueError(f"{func}: out_dim must be a Dim of size {total} (the sum), got {out_dim!r}")
-    position = first_src.dims.index(first_dim)
-    order = others[:position] + [out_dim] + others[position:]
-    raws = [align(src, [dim if d is out_dim else d for d in order]) for src, dim in sources]
-    out = Tensor(backend.concat(raws, position), order, backend=backend)
-    if all(src.feature_dim is dim for src, dim in sources):
-        out.feature_dim = out_dim
-    return out, out_dim
+    return common_backend(*(src for src, _ in sources)), others
 
 
 def concat_features(*sources: Tensor, allow_broadcast: bool = False) -> Tensor:
