@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from frontend_backends.base import Backend
-from frontend_backends.tensorflow import linear_ce, losses
+from frontend_backends.tensorflow import linear_ce, losses, nn
 
 _UNARY = {
     "neg": tf.negative,
@@ -189,3 +189,44 @@ class TensorFlowBackend(Backend):
 
     def linear_label_smoothed_cross_entropy(self, hidden, weight, bias, targets, off, on, v, mask, chunk) -> Any:
         return linear_ce.linear_label_smoothed_cross_entropy(hidden, weight, bias, targets, off, on, v, mask, chunk)
+
+    # -- layers (frontend_backends.tensorflow.nn) ---------------------------------------------------------------
+
+    def activation(self, x: Any, name: str, alpha: float = 0.0) -> Any:
+        return nn.activation(x, name, alpha)
+
+    def linear(self, x: Any, weight: Any, bias: Any) -> Any:
+        return nn.linear(x, weight, bias)
+
+    def embedding(self, weight: Any, indices: Any) -> Any:
+        return tf.gather(weight, indices)
+
+    def layer_norm(self, x: Any, scale: Any, bias: Any, num_axes: int, eps: float) -> Any:
+        return nn.layer_norm(x, scale, bias, num_axes, eps)
+
+    def conv1d(self, x: Any, filter: Any, bias: Any, padding: str, stride: int, dilation: int) -> Any:  # noqa: A002
+        return nn.conv1d(x, filter, bias, padding, stride, dilation)
+
+    def lstm(self, x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse) -> tuple[Any, Any, Any]:
+        return nn.lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse)
+
+    def random_generator(self, seed: int) -> Any:
+        return nn.random_generator(seed)
+
+    def seed_generator(self, generator: Any, seed: int) -> None:
+        generator.reset_from_seed(seed)
+
+    def dropout(self, x: Any, drop_prob: float, broadcast_axes: Sequence[int], generator: Any) -> Any:
+        return nn.dropout(x, drop_prob, broadcast_axes, generator)
+
+    def masked_select(self, x: Any, mask: Any) -> Any:
+        return nn.masked_select(x, mask)
+
+    def arg_reduce(self, op: str, x: Any, axis: int) -> Any:
+        return (tf.argmax if op == "argmax" else tf.argmin)(x, axis=axis, output_type=tf.int64)
+
+    def concat(self, xs: Sequence[Any], axis: int) -> Any:
+        return nn.concat(xs, axis)
+
+    def full(self, shape: Sequence[Any], value: float, dtype: str) -> Any:
+        return tf.fill(tf.stack([tf.cast(n, tf.int32) for n in shape]), tf.constant(value, dtype=dtype))

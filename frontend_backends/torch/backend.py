@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from frontend_backends.base import Backend
-from frontend_backends.torch import linear_ce, losses
+from frontend_backends.torch import linear_ce, losses, nn
 
 _DTYPES = {
     "float16": torch.float16,
@@ -192,3 +192,44 @@ class TorchBackend(Backend):
 
     def linear_label_smoothed_cross_entropy(self, hidden, weight, bias, targets, off, on, v, mask, chunk) -> Any:
         return linear_ce.linear_label_smoothed_cross_entropy(hidden, weight, bias, targets, off, on, v, mask, chunk)
+
+    # -- layers (frontend_backends.torch.nn) --------------------------------------------------------------------
+
+    def activation(self, x: Any, name: str, alpha: float = 0.0) -> Any:
+        return nn.activation(x, name, alpha)
+
+    def linear(self, x: Any, weight: Any, bias: Any) -> Any:
+        return nn.linear(x, weight, bias)
+
+    def embedding(self, weight: Any, indices: Any) -> Any:
+        return nn.embedding(weight, indices)
+
+    def layer_norm(self, x: Any, scale: Any, bias: Any, num_axes: int, eps: float) -> Any:
+        return nn.layer_norm(x, scale, bias, num_axes, eps)
+
+    def conv1d(self, x: Any, filter: Any, bias: Any, padding: str, stride: int, dilation: int) -> Any:  # noqa: A002
+        return nn.conv1d(x, filter, bias, padding, stride, dilation)
+
+    def lstm(self, x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse) -> tuple[Any, Any, Any]:
+        return nn.lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse)
+
+    def random_generator(self, seed: int) -> Any:
+        return torch.Generator().manual_seed(seed)
+
+    def seed_generator(self, generator: Any, seed: int) -> None:
+        generator.manual_seed(seed)
+
+    def dropout(self, x: Any, drop_prob: float, broadcast_axes: Sequence[int], generator: Any) -> Any:
+        return nn.dropout(x, drop_prob, broadcast_axes, generator)
+
+    def masked_select(self, x: Any, mask: Any) -> Any:
+        return nn.masked_select(x, mask)
+
+    def arg_reduce(self, op: str, x: Any, axis: int) -> Any:
+        return (torch.argmax if op == "argmax" else torch.argmin)(x, dim=axis)
+
+    def concat(self, xs: Sequence[Any], axis: int) -> Any:
+        return nn.concat(xs, axis)
+
+    def full(self, shape: Sequence[Any], value: float, dtype: str) -> Any:
+        return torch.full([int(n) for n in shape], value, dtype=_DTYPES[dtype])

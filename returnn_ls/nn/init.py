@@ -1,28 +1,59 @@
-"""Parameter initialisation, drawn in numpy from one seeded generator.
+"""Parameter initialisation, drawn in numpy from one seeded generator, and the random state of dropout.
 
 Initial values are numpy arrays, so the same seed and the same order of parameter creation give the same
-parameters on every backend (and the same first loss). :func:`set_random_seed` resets the generator; the training
-loop calls it with the config's ``seed`` before ``get_model``.
+parameters on every backend (and the same first loss). :func:`set_random_seed` resets the generator, and the
+framework generator that :func:`returnn_ls.dropout` draws its masks from; the training loop calls it with the
+config's ``seed`` before ``get_model``.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+import frontend_backends
+from frontend_backends import Backend
 from returnn_ls.dim import Dim
 
-__all__ = ["Glorot", "ParamInit", "VarianceScaling", "Zeros", "get_rng", "set_random_seed"]
+__all__ = ["Glorot", "ParamInit", "VarianceScaling", "Zeros", "get_generator", "get_rng", "set_random_seed"]
 
-_rng = np.random.default_rng(0)
+_seed = 0
+_rng = np.random.default_rng(_seed)
+#: backend name -> the framework generator of dropout masks (``torch.Generator``, ``tf.random.Generator``)
+_generators: dict[str, Any] = {}
 
 
 def set_random_seed(seed: int) -> None:
-    """Reset the generator that parameter initial values are drawn from."""
-    global _rng
-    _rng = np.random.default_rng(seed)
+    """Reset the generator that parameter initial values are drawn from, and the generators of dropout masks.
+
+    The dropout generators are reset in place (a ``tf.function`` that uses one keeps working).
+
+    :param seed: a non-negative int
+
+    Example::
+
+        rf.set_random_seed(42)
+        model = Model()  # the same parameters on every backend for the same seed
+    """
+    global _rng, _seed
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"set_random_seed: seed must be a non-negative int, got {seed!r}")
+    _seed = int(seed)
+    _rng = np.random.default_rng(_seed)
+    for name, generator in _generators.items():
+        frontend_backends.get_backend(name).seed_generator(generator, _seed)
+
+
+def get_generator(backend: Backend) -> Any:
+    """:return: the framework generator that dropout masks on ``backend`` are drawn from (seeded by
+    :func:`set_random_seed`, created on first use)"""
+    if backend.name not in _generators:
+        _generators[backend.name] = backend.random_generator(_seed)
+    return _generators[backend.name]
 
 
 def get_rng() -> np.random.Generator:
@@ -47,8 +78,8 @@ class Zeros(ParamInit):
 class VarianceScaling(ParamInit):
     """Variance scaling (as TensorFlow's and RETURNN's): variance ``scale / fan``.
 
-    The fans follow the convention of RETURNN's frontend: the last dim is the output (fan out), the others are
-    the input (fan in), e.g. ``[in, out]`` for a weight matrix and ``[filter, in, out]`` for a convolution.
+    The fans follow RETURNN's frontend: ``[in, out]`` for a weight matrix; ``[out, in, *filter]`` for a
+    convolution filter (fan in ``in * prod(filter)``, fan out ``out * prod(filter)``); one dim is both fans.
 
     :param scale: the variance factor
     :param mode: ``"fan_in"``, ``"fan_out"`` or ``"fan_avg"``
@@ -64,8 +95,7 @@ class VarianceScaling(ParamInit):
 
     def __call__(self, dims: Sequence[Dim], dtype: str) -> np.ndarray:
         shape = [d.dimension for d in dims]
-        fan_out = shape[-1] if shape else 1
-        fan_in = math.prod(shape[:-1]) if len(shape) > 1 else fan_out
+        fan_in, fan_out = _fans(shape)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
         variance = self.scale / max(1.0, fan)
         rng = get_rng()
@@ -82,6 +112,16 @@ class VarianceScaling(ParamInit):
                 values[outside] = rng.normal(0.0, std, size=int(outside.sum()))
                 outside = np.abs(values) > 2 * std
         return values.astype(dtype)
+
+
+def _fans(shape: list[int]) -> tuple[int, int]:
+    """:return: (fan in, fan out) of a parameter of ``shape`` (see :class:`VarianceScaling`)"""
+    if not shape:
+        return 1, 1
+    if len(shape) <= 2:
+        return shape[0], shape[-1]
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
 
 
 class Glorot(VarianceScaling):

@@ -26,9 +26,14 @@ class Parameter(Tensor):
     :param initial: a :class:`~returnn_ls.nn.init.ParamInit`, a number, or a numpy array of the dims' sizes
         (default: Glorot uniform for two or more dims, zeros otherwise)
     :param trainable: whether optimizers update it
+
+    As in RETURNN, assigning ``initial`` after creation re-initialises the value::
+
+        self.weight = rf.Parameter([in_dim, out_dim])
+        self.weight.initial = rf.init.Glorot()
     """
 
-    __slots__ = ("trainable",)
+    __slots__ = ("trainable", "_initial")
 
     def __init__(
         self,
@@ -45,13 +50,24 @@ class Parameter(Tensor):
         backend = _backend.selected_backend()
         super().__init__(backend.create_parameter(value, trainable), dims, backend=backend)
         self.trainable = trainable
+        self._initial = initial
+
+    @property
+    def initial(self) -> Any:
+        """The initialiser or initial value given (None: the default)."""
+        return self._initial
+
+    @initial.setter
+    def initial(self, initial: Any) -> None:
+        self.assign(_initial_value(self.dims, self.dtype, initial))
+        self._initial = initial
 
     def assign(self, value: Any) -> None:
         """Overwrite the value in place (no gradient recorded): a Tensor with the same dims, or numpy/a number."""
         if isinstance(value, Tensor):
             value = value.copy_transpose(self.dims).raw_tensor
         else:
-            value = np.broadcast_to(np.asarray(value, dtype=self.dtype), [d.dimension for d in self.dims])
+            value = np.array(np.broadcast_to(np.asarray(value, dtype=self.dtype), [d.dimension for d in self.dims]))
         self.backend.assign_parameter(self.raw_tensor, value)
 
     def __repr__(self) -> str:

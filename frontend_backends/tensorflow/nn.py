@@ -1,0 +1,199 @@
+"""TensorFlow kernels of the layers (``Backend.lstm``, ``conv1d``, ``dropout``, ...): see ``frontend_backends.base``.
+
+The LSTM runs on TensorFlow's fused LSTM kernel ``BlockLSTM`` (the kernel of ``LSTMBlockFusedCell``, which
+RETURNN's ``lstmblockfused`` unit uses): one op for all frames, forward and backward. Not ``BlockLSTMV2``: in
+TensorFlow 2.21 its registered gradient is the one of ``BlockLSTM``, which assumes another gate order, so its
+gradients are wrong. ``BlockLSTM`` takes the gates as ``i, g, f, o`` with a forget bias, which is set to 0.
+
+Keras's ``LSTM`` layer runs its cell step by step on CPU (cuDNN only on GPU): ~130 ms per 12AX batch (forward and
+backward) eagerly and ~8 ms inside ``tf.function``, against ~3.5 ms and ~1.5 ms here (``tests/_nn_bench.py``).
+``BlockLSTM`` knows no sequence lengths, so padding is handled around it: padding frames are zeroed, reversed
+sequences are reversed inside their lengths (``tf.reverse_sequence``), the outputs at padding frames are set to 0,
+and the final state is read at each sequence's last frame. Frames after a sequence's end come after everything
+that is kept, so they influence no output, state or gradient. ``tests/test_nn_lstm.py`` compares with Keras's
+``LSTM`` layer with a mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+
+__all__ = ["activation", "concat", "conv1d", "dropout", "layer_norm", "linear", "lstm", "masked_select"]
+
+_ACTIVATIONS = {
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+    "silu": tf.nn.silu,
+    "elu": tf.nn.elu,
+    "selu": tf.nn.selu,
+    "softplus": tf.nn.softplus,
+    "log_sigmoid": tf.math.log_sigmoid,
+}
+
+
+def activation(x: tf.Tensor, name: str, alpha: float) -> tf.Tensor:
+    """See ``Backend.activation``."""
+    if name == "leaky_relu":
+        return tf.nn.leaky_relu(x, alpha)
+    return _ACTIVATIONS[name](x)
+
+
+def linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor:
+    """See ``Backend.linear``."""
+    out = tf.matmul(x, weight) if x.shape.rank == 2 else tf.tensordot(x, weight, axes=1)
+    return out if bias is None else tf.nn.bias_add(out, bias)
+
+
+def layer_norm(x: tf.Tensor, scale, bias, num_axes: int, eps: float) -> tf.Tensor:
+    """See ``Backend.layer_norm``: ``tf.nn.moments``, then ``(x - mean) * rsqrt(var + eps)``.
+
+    Not ``tf.nn.batch_normalization``: it computes ``x * inv + (bias - mean * inv)``, which cancels catastrophically
+    when the mean is large against the standard deviation.
+    """
+    dtype = x.dtype
+    compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+    x = tf.cast(x, compute)
+    axes = list(range(x.shape.rank - num_axes, x.shape.rank))
+    mean, var = tf.nn.moments(x, axes, keepdims=True)
+    out = (x - mean) * (tf.math.rsqrt(var + eps) * tf.cast(scale, compute))
+    return tf.cast(out if bias is None else out + tf.cast(bias, compute), dtype)
+
+
+def _flatten_batch(x: tf.Tensor, feature_axes: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """:return: ``x`` with its leading axes merged into one, and the shape of those leading axes"""
+    shape = tf.shape(x)
+    lead = shape[: x.shape.rank - feature_axes]
+    inner = [n if n is not None else shape[x.shape.rank - feature_axes + i] for i, n in
+             enumerate(x.shape[x.shape.rank - feature_axes:])]  # fmt: skip
+    return tf.reshape(x, [-1] + inner), lead
+
+
+def conv1d(x: tf.Tensor, filter, bias, padding: str, stride: int, dilation: int) -> tf.Tensor:  # noqa: A002
+    """See ``Backend.conv1d``: ``tf.nn.conv1d`` (its ``"SAME"`` padding is the one documented there)."""
+    flat, lead = _flatten_batch(x, 2)
+    kernel = tf.transpose(tf.cast(filter, x.dtype), [2, 1, 0])  # [K, I, O]
+    out = tf.nn.conv1d(flat, kernel, stride, padding.upper(), dilations=dilation)
+    if bias is not None:
+        out = tf.nn.bias_add(out, tf.cast(bias, x.dtype))
+    return tf.reshape(out, tf.concat([lead, tf.shape(out)[1:]], 0))
+
+
+def _state(state, lead: tf.Tensor, size: int, dtype) -> tf.Tensor:
+    """:return: the state as ``[B, H]``, zeros for None"""
+    if state is None:
+        return tf.zeros(tf.stack([tf.reduce_prod(lead), size]), dtype=dtype)
+    return tf.reshape(tf.broadcast_to(tf.cast(state, dtype), tf.concat([lead, [size]], 0)), [-1, size])
+
+
+def lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse: bool):
+    """See ``Backend.lstm`` and the module docstring."""
+    if x.dtype not in (tf.float32, tf.float16):
+        raise TypeError(f"LSTM: TensorFlow's fused LSTM kernel supports float32 and float16 input, got {x.dtype.name}")
+    rank = x.shape.rank
+    if rank not in _LSTM_GRAPHS:
+        _LSTM_GRAPHS[rank] = tf.function(_lstm, reduce_retracing=True, autograph=False)
+    return _LSTM_GRAPHS[rank](x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse)
+
+
+#: :func:`_lstm` as one graph per rank of the input: called eagerly, one function call instead of ~40 eager ops
+#: makes a 12AX batch (forward and backward) about 4x faster; inside a ``tf.function`` it is inlined. (Per rank:
+#: shapes of another rank would make ``reduce_retracing`` forget the rank.)
+_LSTM_GRAPHS: dict[int, Any] = {}
+
+
+def _lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse: bool):
+    """:func:`lstm` for any number of batch axes: merges them into one for :func:`_lstm_batch`."""
+    hidden = rec_weight.shape[1]
+    flat, lead = _flatten_batch(x, 2)
+    h0, c0 = _state(h0, lead, hidden, x.dtype), _state(c0, lead, hidden, x.dtype)
+    if lengths is not None:
+        lengths = tf.reshape(tf.broadcast_to(tf.cast(lengths, tf.int64), lead), [-1])
+    bias = tf.zeros([4 * hidden], x.dtype) if bias is None else tf.cast(bias, x.dtype)
+    weight = tf.cast(tf.concat([ff_weight, rec_weight], axis=1), x.dtype)
+    out, h, c = _lstm_batch(flat, lengths, h0, c0, weight, bias, reverse)
+    state_shape = tf.concat([lead, [hidden]], 0)
+    out_shape = tf.concat([lead, tf.shape(out)[1:]], 0)
+    return tf.reshape(out, out_shape), tf.reshape(h, state_shape), tf.reshape(c, state_shape)
+
+
+def _lstm_batch(x, lengths, h0, c0, weight, bias, reverse: bool):
+    """The LSTM of ``x`` ``[B, T, I]`` with ``lengths`` ``[B]`` (or None), ``h0``/``c0`` ``[B, H]``, ``weight``
+    ``[4H, I + H]`` and ``bias`` ``[4H]`` (gates ``i, f, g, o``): :return: out ``[B, T, H]``, h, c ``[B, H]``"""
+    time = tf.shape(x)[1]
+    x_tm = tf.transpose(x, [1, 0, 2])  # time-major [T, B, I]
+    if lengths is not None:
+        mask = tf.transpose(tf.sequence_mask(lengths, time))[:, :, None]  # [T, B, 1]
+        x_tm = tf.where(mask, x_tm, tf.zeros((), x.dtype))
+    x_tm = _reverse(x_tm, lengths) if reverse else x_tm
+    zeros = tf.zeros(tf.shape(h0)[1:], x.dtype)
+    out = tf.raw_ops.BlockLSTM(
+        seq_len_max=tf.cast(time, tf.int64), x=x_tm, cs_prev=c0, h_prev=h0, w=tf.transpose(_block_gate_order(weight)),
+        wci=zeros, wcf=zeros, wco=zeros, b=_block_gate_order(bias), forget_bias=0.0, cell_clip=-1.0,
+        use_peephole=False,
+    )  # fmt: skip
+    h_all = out.h
+    if lengths is None:
+        last = tf.fill(tf.shape(h0)[:1], tf.cast(time, tf.int64) - 1)
+        nonempty = tf.broadcast_to(time > 0, tf.shape(last))
+    else:
+        last, nonempty = tf.maximum(lengths - 1, 0), lengths > 0
+        h_all = tf.where(mask, h_all, tf.zeros((), x.dtype))
+    h, c = (_at_frame(seq, last, nonempty, init) for seq, init in ((out.h, h0), (out.cs, c0)))
+    h_all = _reverse(h_all, lengths) if reverse else h_all
+    return tf.transpose(h_all, [1, 0, 2]), h, c
+
+
+def _block_gate_order(gates: tf.Tensor) -> tf.Tensor:
+    """:return: ``gates`` (first axis ``4H`` in the order ``i, f, g, o``) in ``BlockLSTM``'s order ``i, g, f, o``"""
+    i, f, g, o = tf.split(gates, 4, axis=0)
+    return tf.concat([i, g, f, o], axis=0)
+
+
+def _reverse(x_tm: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
+    """:return: time-major ``x_tm`` with each sequence's first ``lengths`` frames reversed"""
+    if lengths is None:
+        return tf.reverse(x_tm, [0])
+    return tf.reverse_sequence(x_tm, lengths, seq_axis=0, batch_axis=1)
+
+
+def _at_frame(seq: tf.Tensor, frame: tf.Tensor, valid: tf.Tensor, default: tf.Tensor) -> tf.Tensor:
+    """:return: ``seq[frame[b], b]`` of a time-major ``seq`` ``[T, B, H]`` where ``valid``, else ``default``"""
+    index = tf.stack([tf.maximum(frame, 0), tf.range(tf.shape(frame, out_type=tf.int64)[0])], axis=1)
+    return tf.cond(  # T = 0: nothing to read
+        tf.shape(seq)[0] > 0, lambda: tf.where(valid[:, None], tf.gather_nd(seq, index), default), lambda: default
+    )
+
+
+def dropout(x: tf.Tensor, drop_prob: float, broadcast_axes: Sequence[int], generator) -> tf.Tensor:
+    """See ``Backend.dropout``: ``tf.nn.experimental.stateless_dropout`` seeded from ``generator``."""
+    shape = tf.shape(x)
+    noise_shape = tf.stack([1 if i in broadcast_axes else shape[i] for i in range(x.shape.rank)])
+    seed = generator.make_seeds(1)[:, 0]
+    return tf.nn.experimental.stateless_dropout(x, drop_prob, seed=seed, noise_shape=noise_shape)
+
+
+def random_generator(seed: int) -> tf.random.Generator:
+    """See ``Backend.random_generator``; created outside any ``tf.function`` graph (its state is a variable)."""
+    with tf.init_scope():
+        return tf.random.Generator.from_seed(seed)
+
+
+def masked_select(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """See ``Backend.masked_select``."""
+    return tf.boolean_mask(x, tf.broadcast_to(mask, tf.shape(x)[: mask.shape.rank]))
+
+
+def concat(xs: Sequence[tf.Tensor], axis: int) -> tf.Tensor:
+    """See ``Backend.concat``."""
+    static = [x.shape.as_list()[:axis] + x.shape.as_list()[axis + 1 :] for x in xs]
+    if None not in static[0] and all(shape == static[0] for shape in static):
+        return tf.concat(xs, axis=axis)
+    shapes = [tf.tensor_scatter_nd_update(tf.shape(x), [[axis]], [1]) for x in xs]
+    target = shapes[0]
+    for shape in shapes[1:]:
+        target = tf.broadcast_dynamic_shape(target, shape)
+    expanded = [tf.broadcast_to(x, tf.tensor_scatter_nd_update(target, [[axis]], tf.shape(x)[axis : axis + 1]))
+                for x in xs]  # fmt: skip
+    return tf.concat(expanded, axis=axis)
