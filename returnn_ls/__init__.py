@@ -30,10 +30,12 @@ from returnn_ls.ops import (
 )
 from returnn_ls.reduce import reduce_logsumexp, reduce_max, reduce_mean, reduce_min, reduce_sum
 from returnn_ls.run_ctx import (
+    Loss,
     RunCtx,
     get_run_ctx,
     init_forward_step_run_ctx,
     init_train_step_run_ctx,
+    num_elements_of_shape,
     reset_run_ctx,
 )
 from returnn_ls.tensor import Tensor, convert_to_tensor
@@ -68,8 +70,10 @@ __all__ = [
     "linear_label_smoothed_cross_entropy",
     "log",
     "log_softmax",
+    "Loss",
     "maximum",
     "minimum",
+    "num_elements_of_shape",
     "range_over_dim",
     "reduce_logsumexp",
     "reduce_max",

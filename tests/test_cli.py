@@ -47,11 +47,13 @@ def tiny(tmp_path):
 def test_train_writes_metrics_model_and_plots(tiny, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["train", str(tiny), "--out", str(out), "--no-progress"]) == 0
-    assert "epoch 1/1  train_loss" in capsys.readouterr().out
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("epoch 1 score: ") and " error: " in line and " dev: score " in line, line
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backend"] == "torch" and metrics["config"] == str(tiny) and metrics["error_rate"] == "label"
     assert [h["epoch"] for h in metrics["history"]] == [1]
-    assert (out / "model.npz").exists() and (out / "learning_curves.png").exists()
+    assert list(metrics["history"][0]["dev_scores"]) == ["score", "error"]
+    assert (out / "model.npz").exists() and (out / "learning_curves.png").exists() and (out / "model.001").exists()
     assert not [p for p in os.listdir(out) if ".tmp" in p]
 
 
