@@ -82,8 +82,10 @@ def _value(node: ast.AST, path: str) -> Any:
         error = error if isinstance(error, dict) else {"old_format_score": error}
         error = {k: v for k, v in error.items() if not str(k).startswith(":meta:")}  # RETURNN's extra information
         return EpochData(float(lr), error)
-    if isinstance(node, ast.Call) and len(node.args) == 1 and isinstance(node.func, ast.Attribute):
-        return _value(node.args[0], path)  # np.float64(0.1) and the like
+    func = node.func if isinstance(node, ast.Call) else None
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in ("np", "numpy"):
+        if len(node.args) == 1 and not node.keywords:
+            return _value(node.args[0], path)  # np.float64(0.1) and the like
     raise ValueError(f"learning_rate_file {path!r}: unexpected expression at line {getattr(node, 'lineno', '?')}")
 
 

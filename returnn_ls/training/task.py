@@ -59,7 +59,7 @@ class Task:
                 raise ValueError(f"{source}: {name} has shape {np.shape(arrays[name])}, the model {tuple(value.shape)}")
         if isinstance(self.model, Module):
             for name, p in self.model.named_parameters():
-                p.assign(np.array(arrays[name]))
+                p.backend.assign_parameter(p.raw_tensor, np.array(arrays[name], dtype=p.dtype))
         else:
             import torch
 
