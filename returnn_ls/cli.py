@@ -128,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         train(config, backend=backend, out_dir=args.out, epochs=args.epochs, init_model=args.init_model,
               progress=not args.no_progress)  # fmt: skip
-        print(f"wrote {os.path.join(args.out, 'metrics.json')}, model.npz and plots")
+        if os.environ.get("RANK", "0") == "0":  # data-parallel workers other than rank 0 write nothing
+            print(f"wrote {os.path.join(args.out, 'metrics.json')}, model.npz and plots")
         return 0
     except (ConfigError, FloatingPointError) as exc:
         print(f"returnn-ls: error: {exc}", file=sys.stderr)

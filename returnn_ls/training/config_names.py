@@ -129,12 +129,12 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
 _warned: set[str] = set()
 
 
-def suggest(name: str, known: Any) -> str:
-    """:return: ``"; did you mean 'x'?"`` for the closest of ``known``, or ``""``
+def suggest(name: str, known: Any, cutoff: float = 0.6) -> str:
+    """:return: ``"; did you mean 'x'?"`` for the closest of ``known`` (similarity >= ``cutoff``), or ``""``
 
     Example: ``suggest("num_epoch", KNOWN_NAMES) == "; did you mean 'num_epochs'?"``
     """
-    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=cutoff)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

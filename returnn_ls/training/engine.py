@@ -160,16 +160,18 @@ class Engine:
             return
         name, first = reference
         value = train.get(name, float("nan"))
-        if np.isfinite(value) and value > EXPLOSION_FACTOR * first:
-            message = (f"epoch {epoch}: the train score {name} {value:.4g} is {value / first:.3g} times the score of "
-                       f"the first step ({first:.4g}): training diverges; the learning rate {lr:g} is probably too "
-                       "large (config key learning_rate)")  # fmt: skip
-            self.state.warn(message)
+        if np.isfinite(value) and value > EXPLOSION_FACTOR * first and not self.state.diverged:
+            self.state.warn(
+                f"epoch {epoch}: the train score {name!r} is {value:.4g}, {value / first:.3g} times the score of the "
+                f"first step ({first:.4g}): training diverges; the learning rate {lr:g} is probably too large "
+                "(config key learning_rate)"
+            )
 
     # -- steps -------------------------------------------------------------------------------------------------
 
-    def _inputs(self, batch: Any) -> dict[str, np.ndarray]:
-        batch, self._weight = self.s.dist.shard(batch)
+    def _inputs(self, batch: Any, train: bool) -> dict[str, np.ndarray]:
+        """:return: the arrays of ``batch`` (in training: this worker's shard) by ``extern_data`` key"""
+        batch, self._weight = self.s.dist.shard(batch) if train else (batch, 1.0)
         inputs = {}
         for key, entry in self.s.extern.entries.items():
             inputs[key] = np.asarray(batch.data[key], dtype=entry.dtype)
@@ -186,7 +188,7 @@ class Engine:
         return out
 
     def _run(self, mode: str, batch: Any) -> Any:
-        inputs = self._inputs(batch)
+        inputs = self._inputs(batch, mode == "train")
         trainer = self.s.trainer
         while True:
             fn = self._fn(mode)

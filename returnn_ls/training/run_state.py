@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from returnn_ls.training.checkpoints import atomic_write, load_latest, save_checkpoint
 from returnn_ls.training.config import ConfigError
-from returnn_ls.training.config_names import warn_once
 from returnn_ls.training.lr_file import read_lr_file, write_lr_file
 from returnn_ls.training.setup import Setup
 
@@ -45,12 +45,17 @@ class RunState:
     def is_main(self) -> bool:
         return self.s.dist.is_main
 
+    @property
+    def diverged(self) -> bool:
+        """:return: whether the run was reported as diverging (reported once per run)"""
+        return any("training diverges" in w for w in self.metrics.get("warnings", ()))
+
     def warn(self, message: str) -> None:
-        """Print a warning once and keep it in ``metrics.json``."""
+        """Print a warning (once per run) and keep it in ``metrics.json``."""
         if message not in self.metrics.setdefault("warnings", []):
             self.metrics["warnings"].append(message)
             if self.is_main:
-                warn_once(message)
+                print(f"returnn-ls: warning: {message}", file=sys.stderr)
 
     # -- resuming ----------------------------------------------------------------------------------------------
 
