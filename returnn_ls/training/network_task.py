@@ -21,7 +21,7 @@ from returnn_ls.ops import align
 from returnn_ls.tensor import Tensor
 from returnn_ls.training.config import Config
 from returnn_ls.training.extern_data import ExternData
-from returnn_ls.training.layers import LossOutput
+from returnn_ls.training.layers import SMOOTHING_OPTIONS, LossOutput
 from returnn_ls.training.metrics import MetricAccumulator, edit_alignment
 from returnn_ls.training.network import Network, replace_smoothing
 from returnn_ls.training.task import Task
@@ -185,6 +185,18 @@ def network_task(config: Config, extern: ExternData) -> NetworkTask:
     """
     spec = config.get("network")
     network = Network(spec, extern, config)
-    plain, count = replace_smoothing(spec, 0.0)
-    eval_network = Network(plain, extern, config) if count else None
+    eval_network = Network(replace_smoothing(spec, 0.0)[0], extern, config) if _smoothed(spec) else None
     return NetworkTask(network, eval_network, int(config.get("seed")))
+
+
+def _smoothed(spec: dict) -> bool:
+    """:return: whether any label-smoothing option of the network dict is not 0 (then dev runs it unsmoothed too)"""
+    for layer in spec.values():
+        cls = layer.get("class")
+        if cls in SMOOTHING_OPTIONS:
+            value = layer.get(SMOOTHING_OPTIONS[cls])
+            if value not in (None, 0, 0.0) and not (SMOOTHING_OPTIONS[cls] == "label_prob" and value == 1.0):
+                return True
+        if cls == "softmax" and layer.get("loss") and (layer.get("loss_opts") or {}).get("label_smoothing"):
+            return True
+    return False

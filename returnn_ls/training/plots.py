@@ -28,15 +28,20 @@ def _curve(ax: Any, history: list[dict], key: str, label: str | None = None, gro
 
 
 def _reliability(ax: Any, bins: dict, label: str | None = None) -> None:
+    """A reliability diagram: bars with the frame count of each bin (one run), or lines whose marker area is
+    proportional to the bin's frame count (several runs)."""
     centers = [(i + 0.5) / len(bins["count"]) for i in range(len(bins["count"]))]
-    points = [(c, a) for c, a, n in zip(bins["confidence"], bins["accuracy"], bins["count"]) if n > 0]
+    points = [(c, a, n) for c, a, n in zip(bins["confidence"], bins["accuracy"], bins["count"]) if n > 0]
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1)
     if label is None:
         ax.bar(centers, bins["accuracy"], width=1 / len(centers), edgecolor="black", alpha=0.6, label="accuracy")
         for x, y, n in zip(centers, bins["accuracy"], bins["count"]):  # how many frames each bin holds
             ax.annotate(f"{n}", (x, min(y, 0.93) + 0.01), ha="center", fontsize=7)
     else:
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], label=label)
+        total = max(sum(p[2] for p in points), 1)
+        ax.scatter([p[0] for p in points], [p[1] for p in points], s=[6 + 400 * p[2] / total for p in points],
+                   color=line.get_color(), alpha=0.7)  # fmt: skip
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")
@@ -115,7 +120,8 @@ def compare_figure(runs: list[dict], path: str) -> None:
         _curve(axes[2], run["history"], "dev_ece", label)
         _reliability(axes[3], run["reliability"], label)
     kind = runs[0].get("error_rate", "frame") if runs else "frame"
-    titles = ["dev loss (unsmoothed)", f"dev {kind} error rate", "dev expected calibration error", "reliability (dev)"]
+    titles = ["dev loss (unsmoothed)", f"dev {kind} error rate", "dev expected calibration error",
+              "reliability (dev; marker area ~ frames)"]  # fmt: skip
     ylabels = ["loss per frame (CTC: per label)", "error rate", "ECE", "accuracy"]
     for ax, title, ylabel in zip(axes, titles, ylabels):
         ax.set_title(title)
