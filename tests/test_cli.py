@@ -78,6 +78,10 @@ def test_compare_draws_one_figure_per_comparison(tiny, tmp_path, monkeypatch):
             ["train", "{tmp}/badvalue.config"],
             "{tmp}/badvalue.config:11: layer 'ctc' (ctc_loss): ctc_loss: label_smoothing",
         ),
+        (
+            ["train", "{tmp}/badsoftmax.config"],
+            "{tmp}/badsoftmax.config:11: layer 'out' (softmax): loss_opts['label_smoothing'] must be in [0, 1]",
+        ),
     ],
 )
 def test_config_errors_exit_1_without_metrics(tmp_path, capsys, argv, message):
@@ -86,6 +90,9 @@ def test_config_errors_exit_1_without_metrics(tmp_path, capsys, argv, message):
     no_smoothing = '"ctc": {"class": "cross_entropy", "from": "logits", "target": "alignment", "loss": True},\n}'
     (tmp_path / "nosmoothing.config").write_text(TINY[: TINY.index('"ctc"')] + no_smoothing)
     (tmp_path / "badvalue.config").write_text(TINY.replace('"label_smoothing": 0.1', '"label_smoothing": 1.5'))
+    softmax = '"out": {"class": "softmax", "from": "enc", "target": "alignment", "loss": "ce", "loss_opts": '
+    softmax += '{"label_smoothing": 1.5}},\n}'
+    (tmp_path / "badsoftmax.config").write_text(TINY[: TINY.index('"ctc"')] + softmax)
     out = tmp_path / "out"
     argv = [a.format(tmp=tmp_path) for a in argv] + ["--out", str(out)]
     assert main(argv) == 1

@@ -6,6 +6,7 @@ config gives the same initial parameters, and the same first loss, on every back
 
 from __future__ import annotations
 
+import re
 import sys
 import zlib
 from dataclasses import dataclass
@@ -262,7 +263,7 @@ class Network:
             try:
                 out = LAYER_CLASSES[layer.cls].forward(ctx, *ins)
             except (TypeError, ValueError) as exc:  # bad option values, reported by the library's functions
-                raise self._err(name, f"layer {name!r} ({layer.cls}): {exc}") from exc
+                raise self._err(name, f"layer {name!r} ({layer.cls}): {_user_names(layer.cls, exc)}") from exc
             if isinstance(out, tuple):
                 out, losses[name] = out
             elif isinstance(out, LossOutput):
@@ -278,6 +279,25 @@ class Network:
     def loss_layers(self) -> list[str]:
         """:return: the names of the layers that contribute to the training loss, in order"""
         return [n for n in self.order if self.layers[n].contributes]
+
+
+#: layer class -> the function argument names that the user wrote under another name in the layer dict
+_OPTION_NAMES = {
+    "softmax": {
+        "smoothing": "loss_opts['label_smoothing']",
+        "convention": "loss_opts['label_smoothing_convention']",
+        "exclude_labels": "loss_opts['exclude_labels']",
+        "blank_index": "loss_opts['blank_index']",
+    }
+}
+
+
+def _user_names(cls: str, exc: Exception) -> str:
+    """:return: the message of ``exc`` with a function argument replaced by the layer option the user wrote"""
+    message = str(exc)
+    for argument, option in _OPTION_NAMES.get(cls, {}).items():
+        message = re.sub(rf"^\w+: {argument}\b", option, message)
+    return message
 
 
 def _relabel_target(target: Tensor, vocab: Dim) -> Tensor:
