@@ -130,3 +130,19 @@ def test_diverging_training_is_reported(backend, tmp_path, capsys):
     assert err.count("training diverges") == 1
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert len(metrics["warnings"]) == 1 and "diverges" in metrics["warnings"][0]
+
+
+def test_progress_bar_counts_the_steps_of_each_epoch(tmp_path, monkeypatch, capsys):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    config = write_config(tmp_path, NETWORK_CONFIG, backend="torch")
+    assert main(["train", str(config), "--out", str(tmp_path / "out")]) == 0
+    shown = terminal.getvalue()
+    assert "epoch 1: " in shown and "3step" in shown.replace(" ", "")  # epoch 1: the count so far
+    assert "epoch 2: " in shown and "1/3" in shown and "3/3" in shown  # later epochs: of the previous epoch's count
