@@ -146,3 +146,22 @@ def test_progress_bar_counts_the_steps_of_each_epoch(tmp_path, monkeypatch, caps
     shown = terminal.getvalue()
     assert "epoch 1: " in shown and "3step" in shown.replace(" ", "")  # epoch 1: the count so far
     assert "epoch 2: " in shown and "1/3" in shown and "3/3" in shown  # later epochs: of the previous epoch's count
+
+
+def test_an_error_in_the_configs_train_step_names_its_line(tmp_path, capsys):
+    text = RF_CONFIG.format(backend="torch").replace('    logits = model(extern_data["data"])',
+                                                     '    logits = model(extern_data["dat"])')  # fmt: skip
+    config = tmp_path / "bug.config"
+    config.write_text(text)
+    line = text.splitlines().index('    logits = model(extern_data["dat"])') + 1
+    assert _train(config, tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"returnn-ls: error: {config}:{line}: train_step raised KeyError:") and "'dat'" in err, err
+
+
+def test_a_checkpoint_of_the_other_backend_is_not_resumed(tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    config = write_config(tmp_path, NETWORK_CONFIG, backend="torch")
+    assert _train(config, tmp_path / "out", "++num_epochs", "1") == 0
+    assert _train(config, tmp_path / "out", "--backend", "tensorflow") == 1
+    assert "model.001 was written by the torch backend; continue it with --backend torch" in capsys.readouterr().err

@@ -36,7 +36,6 @@ KNOWN_NAMES: dict[str, Any] = {
     "batching": None,
     "batch_size": 16,
     "max_seqs": None,
-    "max_seq_length": None,
     "chunking": None,
     # model
     "network": None,
@@ -44,7 +43,6 @@ KNOWN_NAMES: dict[str, Any] = {
     "train_step": None,
     "forward_step": None,
     "model_outputs": None,
-    "target": "classes",
     # optimization
     "num_epochs": 3,
     "optimizer": None,
@@ -124,6 +122,8 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "grad_noise": ((None, 0, 0.0), "gradient noise is not supported"),
     "gradient_noise": ((None, 0, 0.0), "gradient noise is not supported"),
     "gradient_nan_inf_filter": ((None, False), "use stop_on_nonfinite_train_score = False to skip such batches"),
+    "max_seq_length": ((None, 0, -1), "filtering sequences by their length is not supported"),
+    "target": ((None, "classes"), "the default target is 'classes'; name another one with the layer's 'target'"),
 }
 
 _warned: set[str] = set()

@@ -130,6 +130,10 @@ def batch_options(config: Config) -> dict[str, Any]:
         raise config.error(f"batch_size must be a positive int, got {batch_size!r}", "batch_size")
     if max_seqs is not None and (isinstance(max_seqs, bool) or not isinstance(max_seqs, int) or max_seqs == 0):
         raise config.error(f"max_seqs must be a positive int (or -1: no limit), got {max_seqs!r}", "max_seqs")
+    batching = config.get("batching")
+    orders = ("default", "random", "sorted", "sorted_reverse")
+    if batching is not None and batching not in orders and not str(batching).startswith("laplace:"):
+        raise config.error(f"batching = {batching!r}: choose one of {list(orders)} or 'laplace:N'", "batching")
     chunking = config.get("chunking")
     if chunking not in (None, 0, "0", "", False):
         try:
