@@ -229,6 +229,14 @@ def init_forward_step_run_ctx(*, expected_outputs: TensorDict | None = None, ste
 
 
 def reset_run_ctx() -> None:
-    """End the current step's run context."""
+    """End the current step's run context (a training loop of your own calls it after each ``train_step``).
+
+    Example::
+
+        ctx = rf.init_train_step_run_ctx(train_flag=True, step=step, epoch=epoch)
+        train_step(model=model, extern_data=extern_data)
+        loss = ctx.total_loss()
+        rf.reset_run_ctx()
+    """
     global _run_ctx
     _run_ctx = None

@@ -20,7 +20,11 @@ __all__ = ["Loss", "as_tensor", "num_elements_of_shape"]
 
 @dataclass
 class Loss:
-    """A loss marked with :meth:`RunCtx.mark_as_loss` and its reductions (RETURNN's definitions)."""
+    """A loss marked with :meth:`RunCtx.mark_as_loss` and its reductions (RETURNN's definitions).
+
+    Example: after ``ce.mark_as_loss("ce")`` with ``ce`` over ``[batch_dim, time]``,
+    ``rf.get_run_ctx().losses["ce"].get_summed_loss() / get_inv_norm_factor()`` is the mean CE per frame.
+    """
 
     loss: Tensor
     name: str

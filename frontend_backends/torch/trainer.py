@@ -126,7 +126,12 @@ class TorchTrainer(Trainer):
         total.backward()
         grads = self._reduce_grads(params)
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-        finite = bool(torch.isfinite(total.detach()) & torch.isfinite(norm))
+        finite = torch.isfinite(total.detach()) & torch.isfinite(norm)
+        if self.distributed:  # every worker takes the same decision: update only if all are finite
+            flag = finite.to(torch.float32).reshape(1)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = flag[0] > 0
+        finite = bool(finite)
         if finite:
             if options.clip_value:
                 torch.nn.utils.clip_grad_value_(params, options.clip_value)

@@ -94,7 +94,10 @@ def _npy(array: np.ndarray) -> bytes:
 
 def save_checkpoint(prefix: str, epoch: int, meta: dict[str, Any], params: dict[str, np.ndarray],
                     optimizer: dict[str, np.ndarray]) -> str:  # fmt: skip
-    """Write the checkpoint of ``epoch`` to ``<prefix>.<epoch:03d>`` atomically; :return: its path"""
+    """Write the checkpoint of ``epoch`` to ``<prefix>.<epoch:03d>`` atomically; :return: its path
+
+    Example: ``save_checkpoint("out/model", 3, {"backend": "torch"}, {"w": w}, {})`` writes ``out/model.003``.
+    """
     path = checkpoint_path(prefix, epoch)
     folder = os.path.dirname(path)
     if folder:
@@ -147,7 +150,10 @@ def read_checkpoint(path: str) -> Checkpoint:
 
 def load_latest(prefix: str, warn: Callable[[str], None]) -> Checkpoint | None:
     """:return: the newest complete checkpoint at ``prefix`` (None if there is none); each damaged newer one is
-    reported through ``warn`` and skipped"""
+    reported through ``warn`` and skipped
+
+    Example: ``checkpoint = load_latest("out/model", print)``; then ``checkpoint.epoch``, ``checkpoint.params``
+    """
     for _, path in find_checkpoints(prefix):
         try:
             return read_checkpoint(path)

@@ -101,6 +101,8 @@ def _spec_dims(spec: dict) -> tuple[int, int]:
 def make_dataset(config: Config, name: str, extern_spec: dict) -> Any:
     """:return: the dataset of the config's ``name`` (``"train"``/``"dev"``)
 
+    Example: ``make_dataset(config, "train", extern_data_spec(config))``
+
     :raise ConfigError: for a missing or bad dataset dict, naming ``name`` and its line
     """
     from returnn_ls.training import datasets
@@ -148,7 +150,10 @@ def batch_options(config: Config) -> dict[str, Any]:
 
 
 def iterate_batches(dataset: Any, *, batch_size: int, max_seqs: int | None, chunking: Any) -> Iterator[Any]:
-    """:return: the batches of the dataset's current epoch (``init_seq_order`` first)"""
+    """:return: the batches of the dataset's current epoch (``init_seq_order`` first)
+
+    Example: ``dataset.init_seq_order(epoch); for batch in iterate_batches(dataset, **batch_options(config)): ...``
+    """
     unit = getattr(dataset, "batch_size_unit", "frames")
     try:
         from returnn_ls.training.batching import iterate_batches as batches  # type: ignore[attr-defined]

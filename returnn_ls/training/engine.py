@@ -42,6 +42,8 @@ class NonFiniteLossError(FloatingPointError):
 class Engine:
     """Trains a :class:`~returnn_ls.training.setup.Setup` (see the module docstring).
 
+    Example: ``Engine(build_setup(config, "torch", out_dir="out"), "out").run()`` (what ``train()`` does)
+
     :param out_dir: where ``metrics.json`` goes
     :param progress: show a progress bar per epoch on a terminal
     :param log: prints the summary line of each epoch

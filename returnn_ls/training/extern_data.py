@@ -74,6 +74,9 @@ class ExternData:
     :param config: for file and line in error messages
     :param data_keys: what the dataset yields (``{key: DataKey}``), to check dims and find keys that share the
         frames of ``data`` (``time_like``); None: the built-in synthetic task's keys
+
+    Example: ``ExternData({"data": {"dim": 9}, "classes": {"dim": 2, "sparse": True}}, data_keys=train.keys)``;
+    per batch ``extern.tensor_dict({"data": x, "data:seq_len": lens, "classes": y}, backend)``.
     """
 
     def __init__(self, spec: Any, config: Config | None = None, *, data_keys: Mapping[str, Any] | None = None):

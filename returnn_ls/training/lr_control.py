@@ -37,7 +37,14 @@ KINDS = {"constant": "constant", "newbob": "relative", "newbob_rel": "relative",
 
 @dataclass
 class LearningRateControl:
-    """The learning rate of each epoch, from the scores of the epochs before (RETURNN's rules, see the module)."""
+    """The learning rate of each epoch, from the scores of the epochs before (RETURNN's rules, see the module).
+
+    Example::
+
+        control = LearningRateControl("relative", 0.01, decay=0.9, threshold=0.0)   # learning_rate_control = "newbob"
+        lr = control.learning_rate(epoch)            # before the epoch
+        control.set_epoch_error(epoch, {"train_score": 0.3, "dev_score": 0.25})     # after it
+    """
 
     kind: str
     default_learning_rate: float
@@ -196,6 +203,8 @@ def _opt(config: Config, *names: str, default: Any = None) -> Any:
 
 def lr_control_from_config(config: Config) -> LearningRateControl:
     """:return: the learning-rate control the config describes (see the module docstring)
+
+    Example: ``lr_control_from_config(load_config_text("learning_rate = 0.01\nlearning_rate_control = 'newbob'\n"))``
 
     :raise ConfigError: for an unknown ``learning_rate_control`` or bad ``learning_rates``
     """

@@ -53,7 +53,10 @@ def format_lr_file(epoch_data: dict[int, EpochData]) -> str:
 
 
 def write_lr_file(path: str, epoch_data: dict[int, EpochData]) -> None:
-    """Write ``epoch_data`` to ``path`` atomically (the folder is created if needed)."""
+    """Write ``epoch_data`` to ``path`` atomically (the folder is created if needed).
+
+    Example: ``write_lr_file("out/lr.txt", {1: EpochData(0.01, {"dev_score": 0.2})})``; RETURNN reads it.
+    """
     from returnn_ls.training.checkpoints import atomic_write
 
     folder = os.path.dirname(path)
@@ -91,6 +94,8 @@ def _value(node: ast.AST, path: str) -> Any:
 
 def read_lr_file(path: str) -> dict[int, EpochData]:
     """:return: the epoch data of the ``learning_rate_file`` ``path`` (written by RETURNN or by this module)
+
+    Example: ``read_lr_file("out/lr.txt")[1].learning_rate``
 
     :raise ValueError: if the file is not in RETURNN's format
     """

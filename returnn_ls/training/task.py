@@ -27,6 +27,8 @@ class Task:
     :param model: passed to ``train_step`` as ``model=``
     :param train_step: ``train_step(model=, extern_data=)``, marks the losses in the run context
     :param kind: ``"rf"`` (score names are the ``mark_as_loss`` names) or ``"network"`` (``score``/``error``)
+
+    Example: ``Task(get_model(epoch=1, step=0), train_step)`` for an rf-style config (what :func:`rf_task` does)
     """
 
     model: Any
