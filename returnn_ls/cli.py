@@ -5,7 +5,7 @@ overrides a config name as in RETURNN (the value read as a Python literal where 
 
 Exit codes: 0 success; 1 a bad config or bad input, or training stopped on a non-finite loss (one message, which
 names file and line where there is one); 2 a usage error (unknown option, bad option value: argparse's
-convention).
+convention); 130 interrupted (Ctrl-C; the checkpoints of the finished epochs remain).
 """
 
 from __future__ import annotations
@@ -134,3 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FloatingPointError) as exc:
         print(f"returnn-ls: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("returnn-ls: interrupted; run the same command again to resume after the last checkpoint",
+              file=sys.stderr)  # fmt: skip
+        return 130

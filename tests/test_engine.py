@@ -165,3 +165,15 @@ def test_a_checkpoint_of_the_other_backend_is_not_resumed(tmp_path, capsys):
     assert _train(config, tmp_path / "out", "++num_epochs", "1") == 0
     assert _train(config, tmp_path / "out", "--backend", "tensorflow") == 1
     assert "model.001 was written by the torch backend; continue it with --backend torch" in capsys.readouterr().err
+
+
+def test_learning_rates_of_an_existing_learning_rate_file_are_used(tmp_path):
+    from returnn_ls.training.lr_file import EpochData, write_lr_file
+
+    write_lr_file(str(tmp_path / "lr.txt"), {1: EpochData(0.05), 2: EpochData(0.02)})  # RETURNN: rates set by hand
+    config = write_config(tmp_path, NETWORK_CONFIG, backend="torch")
+    assert _train(config, tmp_path / "out", "++learning_rate_file", str(tmp_path / "lr.txt")) == 0
+    history = json.loads((tmp_path / "out" / "metrics.json").read_text())["history"]
+    assert [h["learning_rate"] for h in history] == [0.05, 0.02]
+    assert set(read_lr_file(str(tmp_path / "lr.txt"))[2].error) == {"train_score", "train_error", "dev_score",
+                                                                     "dev_error"}  # fmt: skip
