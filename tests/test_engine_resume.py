@@ -78,3 +78,25 @@ def test_resume_after_sigkill_and_a_damaged_checkpoint_equals_an_uninterrupted_r
     with np.load(tmp_path / "full" / "model.npz") as f, np.load(out / "model.npz") as g:
         for key in f.files:
             np.testing.assert_allclose(g[key], f[key], rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6)
+
+
+def test_ctrl_c_exits_130_and_keeps_the_checkpoints(tmp_path):
+    pytest.importorskip("torch")
+    config = write_config(tmp_path, RF_CONFIG, backend="torch")
+    marker, out = tmp_path / "marker", tmp_path / "out"
+    env = dict(
+        os.environ, ENGINE_TEST_PAUSE_EPOCH="2", ENGINE_TEST_MARKER=str(marker), PYTHONPATH=os.path.dirname(HERE)
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "returnn_ls", "train", str(config), "--out", str(out), *ARGS],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted; run the same command again to resume" in err, err[-2000:]
+    assert [e for e, _ in find_checkpoints(str(out / "model"))] == [1]
