@@ -281,22 +281,16 @@ class Network:
         return [n for n in self.order if self.layers[n].contributes]
 
 
-#: layer class -> the function argument names that the user wrote under another name in the layer dict
-_OPTION_NAMES = {
-    "softmax": {
-        "smoothing": "loss_opts['label_smoothing']",
-        "convention": "loss_opts['label_smoothing_convention']",
-        "exclude_labels": "loss_opts['exclude_labels']",
-        "blank_index": "loss_opts['blank_index']",
-    }
-}
+#: softmax layer: function argument -> the ``loss_opts`` key the user wrote
+_LOSS_OPTS = {"smoothing": "label_smoothing", "convention": "label_smoothing_convention", "exclude_labels": None,
+              "blank_index": None}  # fmt: skip
 
 
 def _user_names(cls: str, exc: Exception) -> str:
     """:return: the message of ``exc`` with a function argument replaced by the layer option the user wrote"""
     message = str(exc)
-    for argument, option in _OPTION_NAMES.get(cls, {}).items():
-        message = re.sub(rf"^\w+: {argument}\b", option, message)
+    for argument, key in (_LOSS_OPTS.items() if cls == "softmax" else ()):
+        message = re.sub(rf"^\w+: {argument}\b", f"loss_opts[{key or argument!r}]", message)
     return message
 
 
