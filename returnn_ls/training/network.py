@@ -207,7 +207,7 @@ class Network:
             print(
                 f"returnn-ls: warning: {self._err(layer.name, '').args[0]}layer {layer.name!r}: "
                 "label_smoothed_log_prob_gradient in front of ctc_loss smooths exp(lp) - q, not the CTC "
-                "posterior q; use ctc_loss's option label_smoothing instead (API.md section 3)",
+                "posterior q; use ctc_loss's option label_smoothing instead",
                 file=sys.stderr,
             )
 
