@@ -1,29 +1,71 @@
-"""The training protocol of the backends: trainable parameters, gradients, and one Adam implementation.
+"""The training protocol of the backends: one training step, the framework's own optimizers, RNG and state.
 
-Like :mod:`frontend_backends.base`, this sees raw tensors only (parameter dicts ``name -> raw tensor``), never
-Dims. A backend's trainer is found with :func:`get_trainer`, which imports the framework on first use.
+Like :mod:`frontend_backends.base`, this sees raw tensors only, never Dims. The engine (in ``returnn_ls``) hands
+a trainer a *step function* ``fn(inputs) -> (total_loss, outputs)`` over raw tensors; the trainer takes the
+gradient of ``total_loss`` with respect to the parameters, clips it, and lets the framework's optimizer
+(``torch.optim.*``, ``keras.optimizers.*``) update the parameters, unless the loss or the gradient is not
+finite. A backend's trainer is found with :func:`get_trainer`, which imports the framework on first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Adam", "Trainer", "get_trainer"]
+__all__ = ["MAPPED_OPTIMIZERS", "OptimizerSpec", "StepOptions", "StepResult", "Trainer", "get_trainer"]
 
-_REGISTRY = {
-    "torch": ("frontend_backends.torch.trainer", "TorchTrainer"),
-    "tensorflow": ("frontend_backends.tensorflow.trainer", "TensorFlowTrainer"),
+#: The optimizer classes both backends provide, with the options they take (canonical names, see
+#: ``returnn_ls.training.optimizer``). Each backend maps them onto its framework's class and argument names.
+MAPPED_OPTIMIZERS: dict[str, tuple[str, ...]] = {
+    "sgd": ("momentum", "nesterov", "weight_decay", "dampening"),
+    "adam": ("beta1", "beta2", "epsilon", "weight_decay", "amsgrad"),
+    "adamw": ("beta1", "beta2", "epsilon", "weight_decay", "amsgrad"),
+    "nadam": ("beta1", "beta2", "epsilon", "weight_decay"),
+    "adamax": ("beta1", "beta2", "epsilon", "weight_decay"),
+    "rmsprop": ("rho", "epsilon", "momentum", "centered", "weight_decay"),
+    "adagrad": ("epsilon", "initial_accumulator_value", "weight_decay"),
+    "adadelta": ("rho", "epsilon", "weight_decay"),
 }
 
 
+@dataclass
+class OptimizerSpec:
+    """A framework-neutral optimizer: the lower-case class name, options by canonical name, and (torch only, for
+    ``torch.optim`` classes outside :data:`MAPPED_OPTIMIZERS`) keyword arguments passed through unchanged."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    passthrough: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepOptions:
+    """What a training step does besides the gradient: RETURNN's ``gradient_clip`` (clip each gradient entry to
+    ``[-v, v]``, 0: off) and ``gradient_clip_global_norm`` (rescale all gradients to this global norm, 0: off)."""
+
+    clip_value: float = 0.0
+    clip_global_norm: float = 0.0
+
+
+@dataclass
+class StepResult:
+    """The outputs of a step as numpy, and whether it was finite (then, in training, the update was applied)."""
+
+    outputs: dict[str, np.ndarray]
+    finite: bool
+    grad_norm: float | None = None
+
+
 class Trainer:
-    """What a training loop needs from a framework. Subclasses implement every method."""
+    """What the training loop needs from a framework. Subclasses implement every method."""
 
     name: str = ""
+
+    # -- parameters and gradients (also used directly by tests) --------------------------------------------------
 
     def variables(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         """:return: trainable raw parameters (float32), copied from ``arrays``"""
@@ -33,20 +75,12 @@ class Trainer:
         """:return: ``fn(variables)`` (a raw scalar) and its gradient w.r.t. each variable (zeros if unused)"""
         raise NotImplementedError
 
-    def assign(self, variable: Any, value: Any) -> None:
-        """Overwrite the value of ``variable`` in place with the raw tensor ``value`` (no gradient recorded)."""
-        raise NotImplementedError
-
-    def zeros_like(self, variable: Any) -> Any:
-        """:return: a new raw (non-trainable) tensor of zeros shaped like ``variable``"""
-        raise NotImplementedError
-
-    def sqrt(self, x: Any) -> Any:
-        """:return: elementwise square root of the raw tensor ``x``"""
-        raise NotImplementedError
-
     def to_numpy(self, x: Any) -> np.ndarray:
         """:return: a numpy copy of a raw tensor or variable"""
+        raise NotImplementedError
+
+    def assign(self, variable: Any, value: np.ndarray) -> None:
+        """Overwrite ``variable`` in place with the numpy array ``value`` (no gradient recorded)."""
         raise NotImplementedError
 
     @contextmanager
@@ -54,35 +88,47 @@ class Trainer:
         """Context in which no gradient is recorded (evaluation)."""
         yield
 
+    # -- the engine's step ---------------------------------------------------------------------------------------
 
-class Adam:
-    """Adam (Kingma & Ba, 2015), written once over raw tensor arithmetic so every backend takes the same step.
+    def seed(self, seed: int) -> None:
+        """Seed the framework's random generators (dropout etc.), e.g. once per epoch."""
+        raise NotImplementedError
 
-    :param trainer: the backend's :class:`Trainer`
-    :param variables: the trainable parameters it updates
-    :param learning_rate: the step size
-    """
+    def create_optimizer(self, params: list[Any], spec: OptimizerSpec, learning_rate: float) -> Any:
+        """:return: the framework's optimizer of ``spec`` over the raw parameters ``params``
 
-    def __init__(self, trainer: Trainer, variables: dict[str, Any], learning_rate: float,
-                 beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8):  # fmt: skip
-        self.trainer, self.variables, self.lr = trainer, variables, learning_rate
-        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
-        self.m = {k: trainer.zeros_like(v) for k, v in variables.items()}
-        self.v = {k: trainer.zeros_like(v) for k, v in variables.items()}
-        self.steps = 0
+        :raise ValueError: for an option the framework's class does not take
+        """
+        raise NotImplementedError
 
-    def step(self, grads: dict[str, Any]) -> None:
-        """Apply one update with ``grads`` (name -> raw gradient)."""
-        self.steps += 1
-        b1, b2 = self.beta1, self.beta2
-        lr_t = self.lr * (1 - b2**self.steps) ** 0.5 / (1 - b1**self.steps)
-        with self.trainer.no_grad():
-            for key, var in self.variables.items():
-                g = grads[key]
-                self.m[key] = self.m[key] * b1 + g * (1 - b1)
-                self.v[key] = self.v[key] * b2 + g * g * (1 - b2)
-                update = self.m[key] / (self.trainer.sqrt(self.v[key]) + self.epsilon) * lr_t
-                self.trainer.assign(var, var - update)
+    def set_learning_rate(self, optimizer: Any, learning_rate: float) -> None:
+        """Set the learning rate of ``optimizer`` (e.g. at the start of an epoch)."""
+        raise NotImplementedError
+
+    def train_step(self, fn: Callable, inputs: dict[str, np.ndarray], params: list[Any], optimizer: Any,
+                   options: StepOptions, compiled: bool) -> StepResult:  # fmt: skip
+        """Run ``fn`` on ``inputs``, differentiate its total loss, clip, and update the parameters if finite.
+
+        :param fn: ``fn(raw_inputs) -> (total_loss, outputs)`` over raw tensors
+        :param compiled: run ``fn`` compiled (``tf.function``; no effect on torch)
+        """
+        raise NotImplementedError
+
+    def eval_step(self, fn: Callable, inputs: dict[str, np.ndarray], compiled: bool) -> StepResult:
+        """Run ``fn`` on ``inputs`` without gradients; ``finite`` says whether its total loss is finite."""
+        raise NotImplementedError
+
+    def optimizer_state(self, optimizer: Any, params: list[Any]) -> tuple[dict, dict[str, np.ndarray]]:
+        """:return: the optimizer's state as JSON-able metadata and numpy arrays (for a checkpoint)"""
+        raise NotImplementedError
+
+    def load_optimizer_state(self, optimizer: Any, params: list[Any], meta: dict, arrays: dict[str, Any]) -> None:
+        """Restore what :meth:`optimizer_state` returned (same class, same parameters)."""
+        raise NotImplementedError
+
+    def all_reduce_sum(self, raw: Any) -> Any:
+        """:return: ``raw`` summed over the data-parallel workers (itself with one worker)"""
+        return raw
 
 
 def get_trainer(name: str) -> Trainer:

@@ -62,10 +62,12 @@ from returnn_ls.ops import (
 from returnn_ls.reduce import reduce_logsumexp, reduce_max, reduce_mean, reduce_min, reduce_sum
 from returnn_ls.returnn_bridge import from_returnn, to_returnn
 from returnn_ls.run_ctx import (
+    Loss,
     RunCtx,
     get_run_ctx,
     init_forward_step_run_ctx,
     init_train_step_run_ctx,
+    num_elements_of_shape,
     reset_run_ctx,
 )
 from returnn_ls.tensor import Tensor, convert_to_tensor
@@ -109,12 +111,14 @@ __all__ = [
     "log",
     "log_sigmoid",
     "log_softmax",
+    "Loss",
     "LSTM",
     "LstmState",
     "maximum",
     "minimum",
     "Module",
     "ModuleList",
+    "num_elements_of_shape",
     "pack_padded",
     "Parameter",
     "range_over_dim",

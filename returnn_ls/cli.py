@@ -1,7 +1,11 @@
 """The ``returnn-ls`` command (also ``python -m returnn_ls``).
 
-Exit codes: 0 success; 1 a bad config or bad input (the message names file and line where there is one);
-2 a usage error (unknown option, bad option value: argparse's convention).
+``returnn-ls train CONFIG [++name value ...] [--backend B] [--out DIR] [--no-progress]``: ``++name value``
+overrides a config name as in RETURNN (the value read as a Python literal where it parses, else as a string).
+
+Exit codes: 0 success; 1 a bad config or bad input, or training stopped on a non-finite loss (one message, which
+names file and line where there is one); 2 a usage error (unknown option, bad option value: argparse's
+convention); 130 interrupted (Ctrl-C; the checkpoints of the finished epochs remain).
 """
 
 from __future__ import annotations
@@ -11,7 +15,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from returnn_ls.training.config import BACKEND_NAMES, Config, ConfigError, load_config, resolve_backend
+from returnn_ls.training.config import (
+    BACKEND_NAMES,
+    Config,
+    ConfigError,
+    load_config,
+    parse_overrides,
+    resolve_backend,
+)
 
 __all__ = ["main"]
 
@@ -44,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="returnn-ls", description="Train RETURNN-style configs with label smoothing on PyTorch or TensorFlow."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,compare,bench}")
-    train = sub.add_parser("train", help="train a config (the embedded default config if none is given)")
+    train = sub.add_parser(
+        "train", help="train a config (the embedded default config if none is given); ++name value overrides a name"
+    )
     compare = sub.add_parser("compare", help="train once per label-smoothing value and plot the runs side by side")
     for p in (train, compare):
         p.add_argument("config", nargs="?", help="a config file (Python assignments; a config is code)")
@@ -73,10 +86,10 @@ def run_compare(config: Config, args: argparse.Namespace, backend: str) -> list[
     runs = []
     for value in args.smoothing:
         print(f"== label smoothing {value:g} ==", flush=True)
-        variant = Config(
-            {**config.values, "network": replace_smoothing(network, value)[0]}, config.filename, config.source
-        )
         out = os.path.join(args.out, f"smoothing_{value:g}")
+        variant = config.replace(network=replace_smoothing(network, value)[0])
+        if not config.has("model"):  # each run gets its own checkpoints, so a rerun resumes each one
+            variant = variant.replace(model=os.path.join(out, "model"))
         runs.append(train(variant, backend=backend, out_dir=out, epochs=args.epochs, progress=not args.no_progress,
                           extra={"smoothing": value}))  # fmt: skip
     plots.compare_figure(runs, os.path.join(args.out, "compare.png"))
@@ -92,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     :return: the exit code (argparse usage errors exit with 2 via SystemExit)
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv, overrides = parse_overrides(argv) if argv[:1] in (["train"], ["compare"]) else (argv, [])
+    except ConfigError as exc:
+        print(f"returnn-ls: error: {exc}", file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices drown the metrics lines
     if args.command == "bench":
@@ -101,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_bench(args)
         return 0
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, overrides)
         backend = resolve_backend(config, args.backend)
         if args.command == "compare":
             run_compare(config, args, backend)
@@ -110,8 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         train(config, backend=backend, out_dir=args.out, epochs=args.epochs, init_model=args.init_model,
               progress=not args.no_progress)  # fmt: skip
-        print(f"wrote {os.path.join(args.out, 'metrics.json')}, model.npz and plots")
+        if os.environ.get("RANK", "0") == "0":  # data-parallel workers other than rank 0 write nothing
+            print(f"wrote {os.path.join(args.out, 'metrics.json')}, model.npz and plots")
         return 0
     except (ConfigError, FloatingPointError) as exc:
         print(f"returnn-ls: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("returnn-ls: interrupted; run the same command again to resume after the last checkpoint",
+              file=sys.stderr)  # fmt: skip
+        return 130

@@ -81,6 +81,37 @@ class Tensor:
         extra = f", sparse_dim={self.sparse_dim}" if self.sparse_dim else ""
         return f"Tensor({list(self.dims)}, {self.dtype!r}, {self.backend.name}{extra})"
 
+    def mark_as_loss(
+        self,
+        name: str,
+        *,
+        scale: float = 1.0,
+        as_error: bool = False,
+        use_normalized_loss: bool = False,
+        use_flatten_frames: bool = True,
+        custom_inv_norm_factor: Tensor | None = None,
+    ) -> None:
+        """Mark this tensor as a loss of the current ``train_step``: see :meth:`returnn_ls.RunCtx.mark_as_loss`.
+
+        Example: ``frame_error.mark_as_loss("fer", as_error=True)``
+        """
+        from returnn_ls.run_ctx import get_run_ctx
+
+        get_run_ctx().mark_as_loss(
+            self, name, scale=scale, as_error=as_error, use_normalized_loss=use_normalized_loss,
+            use_flatten_frames=use_flatten_frames, custom_inv_norm_factor=custom_inv_norm_factor,
+        )  # fmt: skip
+
+    def mark_as_output(self, name: str, *, shape: Sequence[Dim] | None = None) -> None:
+        """Mark this tensor as the output ``name`` of the current ``forward_step`` (dims in the order ``shape``)."""
+        from returnn_ls.run_ctx import get_run_ctx
+
+        get_run_ctx().mark_as_output(self, name, dims=shape)
+
+    def mark_as_default_output(self, *, shape: Sequence[Dim] | None = None) -> None:
+        """``mark_as_output("output", shape=shape)``"""
+        self.mark_as_output("output", shape=shape)
+
     def __bool__(self) -> bool:
         raise TypeError("the truth value of a Tensor is ambiguous; compare explicitly or use .numpy()")
 

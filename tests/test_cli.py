@@ -47,11 +47,13 @@ def tiny(tmp_path):
 def test_train_writes_metrics_model_and_plots(tiny, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["train", str(tiny), "--out", str(out), "--no-progress"]) == 0
-    assert "epoch 1/1  train_loss" in capsys.readouterr().out
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("epoch 1 score: ") and " error: " in line and " dev: score " in line, line
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backend"] == "torch" and metrics["config"] == str(tiny) and metrics["error_rate"] == "label"
     assert [h["epoch"] for h in metrics["history"]] == [1]
-    assert (out / "model.npz").exists() and (out / "learning_curves.png").exists()
+    assert list(metrics["history"][0]["dev_scores"]) == ["score", "error"]
+    assert (out / "model.npz").exists() and (out / "learning_curves.png").exists() and (out / "model.001").exists()
     assert not [p for p in os.listdir(out) if ".tmp" in p]
 
 
@@ -76,6 +78,10 @@ def test_compare_draws_one_figure_per_comparison(tiny, tmp_path, monkeypatch):
             ["train", "{tmp}/badvalue.config"],
             "{tmp}/badvalue.config:11: layer 'ctc' (ctc_loss): ctc_loss: label_smoothing",
         ),
+        (
+            ["train", "{tmp}/badsoftmax.config"],
+            "{tmp}/badsoftmax.config:11: layer 'out' (softmax): loss_opts['label_smoothing'] must be in [0, 1]",
+        ),
     ],
 )
 def test_config_errors_exit_1_without_metrics(tmp_path, capsys, argv, message):
@@ -84,6 +90,9 @@ def test_config_errors_exit_1_without_metrics(tmp_path, capsys, argv, message):
     no_smoothing = '"ctc": {"class": "cross_entropy", "from": "logits", "target": "alignment", "loss": True},\n}'
     (tmp_path / "nosmoothing.config").write_text(TINY[: TINY.index('"ctc"')] + no_smoothing)
     (tmp_path / "badvalue.config").write_text(TINY.replace('"label_smoothing": 0.1', '"label_smoothing": 1.5'))
+    softmax = '"out": {"class": "softmax", "from": "enc", "target": "alignment", "loss": "ce", "loss_opts": '
+    softmax += '{"label_smoothing": 1.5}},\n}'
+    (tmp_path / "badsoftmax.config").write_text(TINY[: TINY.index('"ctc"')] + softmax)
     out = tmp_path / "out"
     argv = [a.format(tmp=tmp_path) for a in argv] + ["--out", str(out)]
     assert main(argv) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -182,7 +184,8 @@ def test_cycle_over_several_layers_is_reported():
 
 
 def test_bad_extern_data_is_reported():
+    keys = {"data": SimpleNamespace(dim=3, sparse=False), "classes": SimpleNamespace(dim=4, sparse=True)}
     with pytest.raises(ConfigError, match="extern_data key 'targets' is not yielded"):
-        ExternData({"data": {"dim": 3}, "targets": {"dim": 4, "sparse": True}})
+        ExternData({"data": {"dim": 3}, "targets": {"dim": 4, "sparse": True}}, data_keys=keys)
     with pytest.raises(ConfigError, match="did you mean 'sparse'"):
         ExternData({"data": {"dim": 3}, "classes": {"dim": 4, "spars": True}})

@@ -8,12 +8,13 @@ import os
 import numpy as np
 import pytest
 
-from frontend_backends.train_base import get_trainer
 from returnn_ls import _backend
 from returnn_ls.training.config import ConfigError, load_config, load_config_text
 from returnn_ls.training.datasets import SyntheticDataset, make_dataset
+from returnn_ls.training.engine import Engine
 from returnn_ls.training.metrics import edit_alignment, expected_calibration_error, reliability_bins
-from returnn_ls.training.train import build_experiment, evaluate, load_model, train
+from returnn_ls.training.setup import build_setup
+from returnn_ls.training.train import train
 
 DEMOS = os.path.join(os.path.dirname(__file__), "..", "demos")
 TINY = """\
@@ -58,20 +59,29 @@ def test_dataset_options_are_checked():
         make_dataset({"class": "synthetik"}, input_dim=2, num_labels=4)
 
 
+def evaluate(config, backend_name: str, tmp_path, params: dict | None = None) -> dict:
+    """:return: the dev metrics of the config's model (initial parameters, or ``params``), without training"""
+    setup = build_setup(config, backend_name, out_dir=str(tmp_path / "eval"))
+    if params is not None:
+        setup.task.load(params, "test")
+    engine = Engine(setup, str(tmp_path / "eval"), progress=False, log=lambda s: None)
+    dev = engine._eval_epoch(1)
+    return {**dev, **setup.task.dev_metrics()}
+
+
 @pytest.mark.parametrize("demo", ["ctc_gradient_smoothing.config", "frame_ce_softmax.config"])
 def test_demo_config_trains_one_epoch_and_reduces_the_loss(backend, demo, tmp_path):
     config = load_config(os.path.join(DEMOS, demo))
-    exp = build_experiment(config, backend.name)
-    trainer = get_trainer(backend.name)
-    initial = evaluate(exp, trainer, trainer.variables(exp.network.init_params(config.get("seed"))))
+    initial = evaluate(config, backend.name, tmp_path)
     metrics = train(config, backend=backend.name, out_dir=str(tmp_path), epochs=1, progress=False, log=lambda s: None)
     assert metrics["history"][0]["dev_loss"] < 0.8 * initial["dev_loss"]
     assert metrics["history"][0]["dev_error_rate"] < initial["dev_error_rate"]
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["backend"] == backend.name and on_disk["config"] == config.filename
-    assert set(on_disk["history"][0]) >= {"epoch", "train_loss", "dev_loss", "dev_error_rate", "dev_ece"}
+    assert set(on_disk["history"][0]) >= {"epoch", "train_loss", "dev_loss", "dev_error_rate", "dev_ece",
+                                          "train_scores", "dev_scores", "learning_rate", "seconds"}  # fmt: skip
     assert {p.name for p in tmp_path.iterdir()} == {"metrics.json", "model.npz", "learning_curves.png",
-                                                    "reliability.png"}  # fmt: skip
+                                                    "reliability.png", "model.001"}  # fmt: skip
 
 
 def test_model_npz_round_trip_across_backends(tmp_path):
@@ -79,11 +89,10 @@ def test_model_npz_round_trip_across_backends(tmp_path):
     pytest.importorskip("tensorflow")
     config = load_config_text(TINY, "tiny.config")
     metrics = train(config, backend="torch", out_dir=str(tmp_path), epochs=1, progress=False, log=lambda s: None)
+    with np.load(tmp_path / "model.npz") as f:
+        params = {k: f[k] for k in f.files}
     for name in ("tensorflow", "torch"):
-        exp = build_experiment(config, name)
-        params = load_model(str(tmp_path / "model.npz"), exp.network.init_params(0))
-        trainer = get_trainer(name)
-        dev = evaluate(exp, trainer, trainer.variables(params))
+        dev = evaluate(config, name, tmp_path / name, params)
         assert dev["dev_loss"] == pytest.approx(metrics["history"][-1]["dev_loss"], rel=1e-5)
     # --init-model continues on the other backend from the saved parameters
     again = train(config, backend="tensorflow", out_dir=str(tmp_path / "tf"), epochs=1, progress=False,
@@ -93,9 +102,9 @@ def test_model_npz_round_trip_across_backends(tmp_path):
 
 def test_init_model_must_match_the_network(tmp_path):
     np.savez(tmp_path / "m.npz", **{"enc/W": np.zeros((8, 3), np.float32)})
-    exp = build_experiment(load_config_text(TINY), "torch")
-    with pytest.raises(ConfigError, match="parameters"):
-        load_model(str(tmp_path / "m.npz"), exp.network.init_params(0))
+    with pytest.raises(ConfigError, match=r"cannot use --init-model .*m\.npz.*does not fit the model: missing"):
+        train(load_config_text(TINY), backend="torch", out_dir=str(tmp_path), init_model=str(tmp_path / "m.npz"),
+              progress=False, log=lambda s: None)  # fmt: skip
 
 
 def test_same_config_gives_same_training_on_both_backends(tmp_path):
@@ -107,6 +116,7 @@ def test_same_config_gives_same_training_on_both_backends(tmp_path):
     for a, b in zip(runs[0]["history"], runs[1]["history"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["dev_loss"] == pytest.approx(b["dev_loss"], rel=1e-4)
+        assert a["train_scores"]["error"] == pytest.approx(b["train_scores"]["error"], abs=1e-3)
 
 
 def test_edit_alignment_marks_matched_labels():

@@ -1,4 +1,9 @@
-"""PyTorch trainer: leaf tensors with ``requires_grad``, ``torch.autograd.grad``, in-place updates."""
+"""PyTorch trainer: eager steps with ``backward()``, ``torch.nn.utils`` clipping and ``torch.optim`` optimizers.
+
+Data-parallel training (``torch.distributed``, initialised by the caller) sums the gradients of the workers with
+one ``all_reduce`` per step; each worker's loss is normalised by the global batch, so the sum is the gradient of
+the global batch.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,51 @@ from typing import Any
 import numpy as np
 import torch
 
-from frontend_backends.train_base import Trainer
+from frontend_backends.train_base import OptimizerSpec, StepOptions, StepResult, Trainer
+
+#: canonical option -> torch keyword, per class where it differs
+_RENAME = {"epsilon": "eps", "rho": "rho"}
+_CLASSES = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "nadam": torch.optim.NAdam,
+    "adamax": torch.optim.Adamax,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+    "adadelta": torch.optim.Adadelta,
+}
+
+
+def _torch_kwargs(spec: OptimizerSpec) -> dict[str, Any]:
+    """:return: the keyword arguments of the torch class for the canonical options of ``spec``"""
+    opts = dict(spec.options)
+    kwargs: dict[str, Any] = {}
+    if "beta1" in opts or "beta2" in opts:
+        kwargs["betas"] = (opts.pop("beta1", 0.9), opts.pop("beta2", 0.999))
+    if "rho" in opts and spec.name == "rmsprop":
+        kwargs["alpha"] = opts.pop("rho")
+    for key, value in opts.items():
+        kwargs[_RENAME.get(key, key)] = value
+    return kwargs
+
+
+def _optimizer_class(name: str) -> type:
+    if name in _CLASSES:
+        return _CLASSES[name]
+    found = {k.lower(): v for k, v in vars(torch.optim).items() if isinstance(v, type)}
+    found = {k: v for k, v in found.items() if issubclass(v, torch.optim.Optimizer)}
+    if name not in found:
+        raise ValueError(f"optimizer: unknown class {name!r}; torch.optim has {sorted(found)}")
+    return found[name]
 
 
 class TorchTrainer(Trainer):
     """The :class:`Trainer` of the torch backend."""
 
     name = "torch"
+    #: set by the caller when ``torch.distributed`` is initialised: the gradients are summed over the workers
+    distributed = False
 
     def variables(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         return {k: torch.tensor(np.asarray(v, dtype=np.float32), requires_grad=True) for k, v in arrays.items()}
@@ -27,20 +70,110 @@ class TorchTrainer(Trainer):
         out = {k: g if g is not None else torch.zeros_like(variables[k]) for k, g in zip(keys, grads)}
         return value.detach(), out
 
-    def assign(self, variable: Any, value: Any) -> None:
-        with torch.no_grad():
-            variable.copy_(value)
-
-    def zeros_like(self, variable: Any) -> Any:
-        return torch.zeros_like(variable, requires_grad=False)
-
-    def sqrt(self, x: Any) -> Any:
-        return torch.sqrt(x)
-
     def to_numpy(self, x: Any) -> np.ndarray:
-        return x.detach().cpu().numpy()
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().numpy()
+        return np.asarray(x)
+
+    def assign(self, variable: Any, value: np.ndarray) -> None:
+        with torch.no_grad():
+            variable.copy_(torch.as_tensor(np.asarray(value), dtype=variable.dtype))
 
     @contextmanager
     def no_grad(self) -> Iterator[None]:
         with torch.no_grad():
             yield
+
+    def seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def create_optimizer(self, params: list[Any], spec: OptimizerSpec, learning_rate: float) -> Any:
+        cls = _optimizer_class(spec.name)
+        kwargs = {**_torch_kwargs(spec), **spec.passthrough}
+        try:
+            return cls(params, lr=learning_rate, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"optimizer: torch.optim.{cls.__name__} does not take these options: {exc}") from None
+
+    def set_learning_rate(self, optimizer: Any, learning_rate: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate
+
+    def _inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+
+    def _outputs(self, outputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {k: self.to_numpy(v) for k, v in outputs.items()}
+
+    def _reduce_grads(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        if self.distributed:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            torch.distributed.all_reduce(flat)
+            grads = list(torch.split(flat, [g.numel() for g in grads]))
+            grads = [g.view_as(p) for g, p in zip(grads, params)]
+        for p, g in zip(params, grads):
+            p.grad = g
+        return grads
+
+    def train_step(self, fn: Callable, inputs: dict[str, np.ndarray], params: list[Any], optimizer: Any,
+                   options: StepOptions, compiled: bool) -> StepResult:  # fmt: skip
+        for p in params:
+            p.grad = None
+        total, outputs = fn(self._inputs(inputs))
+        if not isinstance(total, torch.Tensor) or not total.requires_grad:
+            raise ValueError("the total loss does not depend on any trainable parameter")
+        total.backward()
+        grads = self._reduce_grads(params)
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        finite = torch.isfinite(total.detach()) & torch.isfinite(norm)
+        if self.distributed:  # every worker takes the same decision: update only if all are finite
+            flag = finite.to(torch.float32).reshape(1)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = flag[0] > 0
+        finite = bool(finite)
+        if finite:
+            if options.clip_value:
+                torch.nn.utils.clip_grad_value_(params, options.clip_value)
+            if options.clip_global_norm:
+                torch.nn.utils.clip_grad_norm_(params, options.clip_global_norm)
+            optimizer.step()
+        return StepResult(self._outputs(outputs), finite, float(norm))
+
+    def eval_step(self, fn: Callable, inputs: dict[str, np.ndarray], compiled: bool) -> StepResult:
+        with torch.no_grad():
+            total, outputs = fn(self._inputs(inputs))
+        finite = bool(np.isfinite(self.to_numpy(total)).all())
+        return StepResult(self._outputs(outputs), finite)
+
+    def optimizer_state(self, optimizer: Any, params: list[Any]) -> tuple[dict, dict[str, np.ndarray]]:
+        state = optimizer.state_dict()
+        arrays, meta_state = {}, {}
+        for index, entries in state["state"].items():
+            meta_state[str(index)] = {}
+            for key, value in entries.items():
+                if isinstance(value, torch.Tensor):
+                    arrays[f"{index}/{key}"] = value.detach().cpu().numpy()
+                    meta_state[str(index)][key] = "array"
+                else:
+                    meta_state[str(index)][key] = value
+        return {"class": type(optimizer).__name__, "param_groups": state["param_groups"], "state": meta_state}, arrays
+
+    def load_optimizer_state(self, optimizer: Any, params: list[Any], meta: dict, arrays: dict[str, Any]) -> None:
+        if meta.get("class") != type(optimizer).__name__:
+            raise ValueError(
+                f"the checkpoint has a {meta.get('class')} optimizer, the config a {type(optimizer).__name__}"
+            )
+        state = {}
+        for index, entries in meta["state"].items():
+            state[int(index)] = {
+                k: torch.from_numpy(np.array(arrays[f"{index}/{k}"])) if v == "array" else v for k, v in entries.items()
+            }
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+    def all_reduce_sum(self, raw: Any) -> Any:
+        if not self.distributed:
+            return raw
+        out = raw.detach().clone() if isinstance(raw, torch.Tensor) else torch.tensor(raw)
+        torch.distributed.all_reduce(out)
+        return out

@@ -1,38 +1,43 @@
-"""RETURNN-style configs: a Python file of top-level assignments.
+"""RETURNN-style configs: a Python file of top-level assignments, plus ``++name value`` overrides.
 
 A config is code: loading one executes it with the full rights of the user running ``returnn-ls``, exactly as
 RETURNN does. Only load configs you trust.
 
-The names read are listed in :data:`KNOWN_NAMES` (see API.md section 4). The backend is chosen by
-:func:`resolve_backend`: ``--backend`` > ``RETURNN_LS_BACKEND`` > ``backend =`` in the config > an error.
+The names read, accepted quietly and rejected are listed in :mod:`returnn_ls.training.config_names`. The backend is
+chosen by :func:`resolve_backend`: ``--backend`` > ``RETURNN_LS_BACKEND`` > ``backend =`` (or RETURNN's
+``use_tensorflow = True``) in the config > an error.
+
+While a config executes, ``os.getlogin()`` falls back to the user name of the process where there is no login
+terminal (it raises ``OSError`` in containers and CI; RETURNN's ``demo-tf-contribrnn-lstm.12ax.config`` calls it).
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
+import contextlib
+import getpass
 import os
-import sys
 import traceback
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from frontend_backends import BACKEND_NAMES
 from frontend_backends.common import ENV_VAR
+from returnn_ls.training.config_names import KNOWN_NAMES, UNSUPPORTED, is_ignored, suggest, warn_once
 
-__all__ = ["DEFAULT_CONFIG", "Config", "ConfigError", "load_config", "load_config_text", "resolve_backend"]
-
-#: Top-level names a config may set, with their defaults (None: required).
-KNOWN_NAMES: dict[str, Any] = {
-    "backend": None,
-    "extern_data": None,
-    "train": None,
-    "dev": None,
-    "network": None,
-    "num_epochs": 3,
-    "batch_size": 16,
-    "learning_rate": 1e-3,
-    "seed": 0,
-}
+__all__ = [
+    "BACKEND_NAMES",
+    "DEFAULT_CONFIG",
+    "ENV_VAR",
+    "KNOWN_NAMES",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "load_config_text",
+    "parse_overrides",
+    "resolve_backend",
+    "suggest",
+]
 
 #: The config ``returnn-ls`` trains when none is given: frame-level CE with RETURNN's softmax output layer.
 DEFAULT_CONFIG = """\
@@ -63,12 +68,6 @@ class ConfigError(Exception):
         super().__init__(where + message)
 
 
-def suggest(name: str, known: Any) -> str:
-    """:return: ``"; did you mean 'x'?"`` for the closest of ``known``, or ``""``"""
-    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 class Config:
     """The values of a loaded config, plus where its names and network layers are defined (for messages)."""
 
@@ -84,6 +83,10 @@ class Config:
             return self.values[name]
         return KNOWN_NAMES.get(name) if KNOWN_NAMES.get(name) is not None else default
 
+    def has(self, name: str) -> bool:
+        """:return: whether the config (or a ``++`` override) sets ``name``"""
+        return name in self.values
+
     def line_of(self, name: str, key: str | None = None) -> int | None:
         """:return: the line of ``name = ...`` or of the dict key ``key`` inside it (e.g. a network layer)"""
         return self._lines.get((name, key)) or self._lines.get((name, None))
@@ -91,6 +94,10 @@ class Config:
     def error(self, message: str, name: str | None = None, key: str | None = None) -> ConfigError:
         """:return: a :class:`ConfigError` pointing at the definition of ``name`` (and ``key``) in the file"""
         return ConfigError(message, self.filename, self.line_of(name, key) if name else None)
+
+    def replace(self, **values: Any) -> Config:
+        """:return: a copy with some values replaced (``compare`` varies the network this way)"""
+        return Config({**self.values, **values}, self.filename, self.source)
 
 
 def _definition_lines(source: str) -> dict[tuple[str, str | None], int]:
@@ -114,10 +121,64 @@ def _definition_lines(source: str) -> dict[tuple[str, str | None], int]:
     return lines
 
 
-def load_config_text(source: str, filename: str = "<config>") -> Config:
-    """Execute config ``source`` (code!) and collect its top-level names.
+@contextlib.contextmanager
+def _login_name_fallback() -> Iterator[None]:
+    """Inside the block, ``os.getlogin()`` returns the process's user name where there is no login terminal."""
+    original = os.getlogin
 
-    :raise ConfigError: on a syntax error or an exception while executing, with the config's file and line
+    def getlogin() -> str:
+        try:
+            return original()
+        except OSError:
+            return getpass.getuser()
+
+    os.getlogin = getlogin
+    try:
+        yield
+    finally:
+        os.getlogin = original
+
+
+def parse_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split RETURNN's ``++name value`` pairs off a command line.
+
+    Example: ``parse_overrides(["train", "a.config", "++num_epochs", "5"]) == (["train", "a.config"],
+    [("num_epochs", "5")])``. As in RETURNN, a value written ``+-0.1`` means ``-0.1``.
+
+    :return: the other arguments and the ``(name, value text)`` pairs
+    :raise ConfigError: for a ``++name`` without a value
+    """
+    rest, pairs, i = [], [], 0
+    while i < len(argv):
+        if argv[i].startswith("++"):
+            if i + 1 >= len(argv) or len(argv[i]) == 2:
+                raise ConfigError(f"{argv[i]!r} needs a name and a value, e.g. ++num_epochs 5")
+            value = argv[i + 1][1:] if argv[i + 1].startswith("+-") else argv[i + 1]
+            pairs.append((argv[i][2:], value))
+            i += 2
+        else:
+            rest.append(argv[i])
+            i += 1
+    return rest, pairs
+
+
+def _override_value(text: str, previous: Any) -> Any:
+    """:return: ``text`` as a Python literal where it parses, else the text (kept as text if the config's value is)"""
+    if isinstance(previous, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def load_config_text(source: str, filename: str = "<config>", overrides: Sequence[tuple[str, str]] = ()) -> Config:
+    """Execute config ``source`` (code!) and collect its top-level names; then apply ``++`` ``overrides``.
+
+    Example: ``load_config_text("num_epochs = 2\n", "a.config", [("num_epochs", "5")]).get("num_epochs") == 5``
+
+    :raise ConfigError: on a syntax error or an exception while executing (with the config's file and line), an
+        unsupported RETURNN feature, or a task other than ``"train"``
     """
     try:
         code = compile(source, filename, "exec")
@@ -125,35 +186,51 @@ def load_config_text(source: str, filename: str = "<config>") -> Config:
         raise ConfigError(f"syntax error in config: {exc.msg}", filename, exc.lineno) from None
     namespace: dict[str, Any] = {"__file__": filename, "__name__": "__returnn_ls_config__"}
     try:
-        exec(code, namespace)  # noqa: S102 - a config is code, as in RETURNN
+        with _login_name_fallback():
+            exec(code, namespace)  # noqa: S102 - a config is code, as in RETURNN
     except Exception as exc:  # noqa: BLE001 - report any failure of user code with its line
         lineno = next((f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename), None)
         raise ConfigError(f"config raised {type(exc).__name__}: {exc}", filename, lineno) from exc
-    values = {k: v for k, v in namespace.items() if not k.startswith("_") and not callable(v)}
-    values = {k: v for k, v in values.items() if type(v).__name__ != "module"}
+    values = {k: v for k, v in namespace.items() if not k.startswith("_") and type(v).__name__ != "module"}
+    for name, text in overrides:
+        values[name] = _override_value(text, values.get(name))
     config = Config(values, filename, source)
-    _warn_unknown_names(config)
+    _check_names(config, {name for name, _ in overrides})
     return config
 
 
-def _warn_unknown_names(config: Config) -> None:
-    """Warn about top-level names that look like a misspelled known name (``num_epoch`` for ``num_epochs``)."""
-    for name in config.values:
-        if name in KNOWN_NAMES:
+def _check_names(config: Config, overridden: set[str]) -> None:
+    """Warn about names close to a known one; reject unsupported RETURNN features and tasks other than train."""
+    for name, value in config.values.items():
+        if name in UNSUPPORTED:
+            neutral, why = UNSUPPORTED[name]
+            if not any(value is n or (type(value) is type(n) and value == n) for n in neutral):
+                raise config.error(f"{name} = {value!r}: {why}", name)
             continue
-        hint = suggest(name, KNOWN_NAMES)
-        if hint:
+        if name in KNOWN_NAMES or is_ignored(name):
+            continue
+        if name not in overridden and (callable(value) or config.line_of(name) is None):
+            continue  # the config's own functions and classes, and imported names (Dim, batch_dim, ...)
+        hint = suggest(name, KNOWN_NAMES, cutoff=0.8)  # a config's own helpers (num_layers, ...) are not typos
+        if name in overridden:
+            warn_once(f"++{name}: unknown config name {name!r} is ignored{hint}")
+        elif hint:
             where = f"{config.filename}:{config.line_of(name)}" if config.line_of(name) else config.filename
-            print(f"returnn-ls: warning: {where}: unknown config name {name!r} is ignored{hint}", file=sys.stderr)
+            warn_once(f"{where}: unknown config name {name!r} is ignored{hint}")
+    task = config.get("task")
+    if task != "train":
+        raise config.error(f"task = {task!r}: returnn-ls only trains; set task = 'train' (or leave it out)", "task")
 
 
-def load_config(path: str | None) -> Config:
+def load_config(path: str | None, overrides: Sequence[tuple[str, str]] = ()) -> Config:
     """Load the config file ``path``, or the embedded :data:`DEFAULT_CONFIG` when ``path`` is None.
+
+    Example: ``load_config("demos/frame_ce_softmax.config", [("num_epochs", "1")])``
 
     :raise ConfigError: if the file does not exist, cannot be read, or fails to execute
     """
     if path is None:
-        return load_config_text(DEFAULT_CONFIG, "<default config>")
+        return load_config_text(DEFAULT_CONFIG, "<default config>", overrides)
     if not os.path.exists(path):
         raise ConfigError(f"config file not found: {path!r} (working directory {os.getcwd()!r})")
     if os.path.isdir(path):
@@ -163,19 +240,34 @@ def load_config(path: str | None) -> Config:
             source = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config: {exc}", path) from None
-    return load_config_text(source, path)
+    return load_config_text(source, path, overrides)
+
+
+def _config_backend(config: Config | None) -> tuple[Any, str | None]:
+    """:return: the backend the config asks for (``backend``, else ``use_tensorflow = True``) and its name"""
+    if config is None:
+        return None, None
+    if config.values.get("backend") is not None:
+        return config.values["backend"], "backend"
+    if config.values.get("use_tensorflow"):
+        return "tensorflow", "use_tensorflow"
+    return None, None
 
 
 def resolve_backend(config: Config | None, cli_backend: str | None = None, environ: Any = None) -> str:
-    """:return: the backend: ``cli_backend`` > ``$RETURNN_LS_BACKEND`` > the config's ``backend`` > error
+    """:return: the backend: ``cli_backend`` > ``$RETURNN_LS_BACKEND`` > the config's ``backend`` /
+    ``use_tensorflow`` > error
+
+    Example: ``resolve_backend(load_config_text("use_tensorflow = True\n"), None, {}) == "tensorflow"``
 
     :raise ConfigError: for an unknown backend name, or when none is given anywhere
     """
     environ = os.environ if environ is None else environ
+    in_config, config_name = _config_backend(config)
     candidates = [
         (cli_backend, "the --backend option", None),
         (environ.get(ENV_VAR) or None, f"the environment variable {ENV_VAR}", None),
-        (config.values.get("backend") if config else None, "the config", "backend"),
+        (in_config, "the config", config_name),
     ]
     for value, origin, name in candidates:
         if value is None:
@@ -187,6 +279,6 @@ def resolve_backend(config: Config | None, cli_backend: str | None = None, envir
         return value
     where = config.filename if config else "the config"
     raise ConfigError(
-        f'no backend selected: put backend = "torch" (or "tensorflow") into {where}, '
+        f'no backend selected: put backend = "torch" (or "tensorflow", or use_tensorflow = True) into {where}, '
         f"set {ENV_VAR}=torch, or pass --backend torch"
     )

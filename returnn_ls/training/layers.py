@@ -153,7 +153,7 @@ def _softmax(ctx: Context, x: Tensor) -> Tensor | tuple[Tensor, LossOutput]:
 
 
 def _ctc(logits: Tensor, target: Tensor, vocab: Dim, blank: int, smoothing: Any, normalized: bool) -> Tensor:
-    time = next(d for d in logits.dims if d.dimension is None)
+    time = next(d for d in logits.dims if d.is_padded())  # the time dim (the batch dim has no padding)
     return rf.ctc_loss(
         logits=logits, targets=target, input_spatial_dim=time, targets_spatial_dim=target.dims[-1],
         blank_index=blank, logits_normalized=normalized, label_smoothing=smoothing,

@@ -6,6 +6,7 @@ config gives the same initial parameters, and the same first loss, on every back
 
 from __future__ import annotations
 
+import re
 import sys
 import zlib
 from dataclasses import dataclass
@@ -206,7 +207,7 @@ class Network:
             print(
                 f"returnn-ls: warning: {self._err(layer.name, '').args[0]}layer {layer.name!r}: "
                 "label_smoothed_log_prob_gradient in front of ctc_loss smooths exp(lp) - q, not the CTC "
-                "posterior q; use ctc_loss's option label_smoothing instead (API.md section 3)",
+                "posterior q; use ctc_loss's option label_smoothing instead",
                 file=sys.stderr,
             )
 
@@ -262,7 +263,7 @@ class Network:
             try:
                 out = LAYER_CLASSES[layer.cls].forward(ctx, *ins)
             except (TypeError, ValueError) as exc:  # bad option values, reported by the library's functions
-                raise self._err(name, f"layer {name!r} ({layer.cls}): {exc}") from exc
+                raise self._err(name, f"layer {name!r} ({layer.cls}): {_user_names(layer.cls, exc)}") from exc
             if isinstance(out, tuple):
                 out, losses[name] = out
             elif isinstance(out, LossOutput):
@@ -278,6 +279,19 @@ class Network:
     def loss_layers(self) -> list[str]:
         """:return: the names of the layers that contribute to the training loss, in order"""
         return [n for n in self.order if self.layers[n].contributes]
+
+
+#: softmax layer: function argument -> the ``loss_opts`` key the user wrote
+_LOSS_OPTS = {"smoothing": "label_smoothing", "convention": "label_smoothing_convention", "exclude_labels": None,
+              "blank_index": None}  # fmt: skip
+
+
+def _user_names(cls: str, exc: Exception) -> str:
+    """:return: the message of ``exc`` with a function argument replaced by the layer option the user wrote"""
+    message = str(exc)
+    for argument, key in (_LOSS_OPTS.items() if cls == "softmax" else ()):
+        message = re.sub(rf"^\w+: {argument}\b", f"loss_opts[{key or argument!r}]", message)
+    return message
 
 
 def _relabel_target(target: Tensor, vocab: Dim) -> Tensor:
