@@ -11,6 +11,8 @@ the update equals that of one process on the whole batch.
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -33,21 +35,29 @@ def my_shard_of_each_batch(rank: int, world_size: int):
         yield torch.tensor(features[part]), torch.tensor(labels[part]), lens[part], float(lens.sum())
 
 
+def train() -> None:
+    """Train on this worker's shards. The DDP model lives only in here: it must be gone before the process group
+    is destroyed, or a worker may abort at exit."""
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(num_features, num_classes))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for features, labels, lens, global_num_frames in my_shard_of_each_batch(dist.get_rank(), dist.get_world_size()):
+        batch, vocab = Dim(len(lens), name="batch"), Dim(num_classes, name="vocab")
+        time = Dim(rf.convert_to_tensor(lens, dims=[batch]), name="time")
+        logits = rf.convert_to_tensor(model(features), dims=[batch, time, vocab], feature_dim=vocab)
+        targets = rf.convert_to_tensor(labels, dims=[batch, time], sparse_dim=vocab)
+        log_prob = rf.label_smoothed_log_prob_gradient(rf.log_softmax(logits, axis=vocab), 0.1)
+        ce = rf.cross_entropy(estimated=log_prob, target=targets, axis=vocab, estimated_type="log-probs")
+        loss = rf.reduce_sum(ce, axis=[batch, time]).raw_tensor  # padding frames are left out
+        opt.zero_grad()
+        (loss * dist.get_world_size() / global_num_frames).backward()
+        opt.step()
+    if dist.get_rank() == 0:
+        print(f"rank 0: last loss per frame (own shard) {loss.detach().item() / float(lens.sum()):.4f}")
+
+
 dist.init_process_group("gloo")  # RANK, WORLD_SIZE, MASTER_ADDR/PORT from the launcher
 rf.select_backend("torch")
-model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(num_features, num_classes))
-opt = torch.optim.SGD(model.parameters(), lr=0.1)
-for features, labels, lens, global_num_frames in my_shard_of_each_batch(dist.get_rank(), dist.get_world_size()):
-    batch, vocab = Dim(len(lens), name="batch"), Dim(num_classes, name="vocab")
-    time = Dim(rf.convert_to_tensor(lens, dims=[batch]), name="time")
-    logits = rf.convert_to_tensor(model(features), dims=[batch, time, vocab], feature_dim=vocab)
-    targets = rf.convert_to_tensor(labels, dims=[batch, time], sparse_dim=vocab)
-    log_prob = rf.label_smoothed_log_prob_gradient(rf.log_softmax(logits, axis=vocab), 0.1)
-    ce = rf.cross_entropy(estimated=log_prob, target=targets, axis=vocab, estimated_type="log-probs")
-    loss = rf.reduce_sum(ce, axis=[batch, time]).raw_tensor  # padding frames are left out
-    opt.zero_grad()
-    (loss * dist.get_world_size() / global_num_frames).backward()
-    opt.step()
-if dist.get_rank() == 0:
-    print(f"rank 0: last loss per frame (own shard) {loss.detach().item() / float(lens.sum()):.4f}")
+train()
+gc.collect()  # DDP's reducer sits in reference cycles: free it while the process group still exists
+dist.barrier()
 dist.destroy_process_group()

@@ -14,7 +14,7 @@ from returnn_ls import _backend
 from returnn_ls.cli import main
 from returnn_ls.training.checkpoints import find_checkpoints, read_checkpoint
 from returnn_ls.training.config import ENV_VAR
-from returnn_ls.training.data import SyntheticAdapter
+from returnn_ls.training.datasets import SyntheticDataset
 from returnn_ls.training.lr_file import read_lr_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -86,32 +86,32 @@ def test_overrides_checkpoints_and_rerun(tmp_path, capsys):
 
 
 def _poison(monkeypatch, tag: str) -> None:
-    """Put a NaN into the features of the synthetic sequence ``tag``."""
-    original = SyntheticAdapter.get_seq
+    """Put a NaN into the features of the synthetic training sequence ``tag`` (the train set has 24 sequences)."""
+    original = SyntheticDataset.get_seq
 
     def get_seq(self, index):
         seq = original(self, index)
-        if seq["seq_tag"] == tag and self.shuffle_seed is not None:
+        if seq["seq_tag"] == tag and len(self) == 24:
             seq = {**seq, "data": seq["data"].copy()}
             seq["data"][1, 2] = np.nan
         return seq
 
-    monkeypatch.setattr(SyntheticAdapter, "get_seq", get_seq)
+    monkeypatch.setattr(SyntheticDataset, "get_seq", get_seq)
 
 
 def test_nan_in_one_sequence_stops_training_with_one_message(backend, tmp_path, monkeypatch, capsys):
-    _poison(monkeypatch, "synthetic-5")
+    _poison(monkeypatch, "seq-5")
     config = write_config(tmp_path, NETWORK_CONFIG, backend=backend.name)
     assert _train(config, tmp_path / "out") == 1
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if "returnn-ls: error" in x]
-    assert len(lines) == 1 and "epoch 1, step " in lines[0] and "'synthetic-5'" in lines[0], err
+    assert len(lines) == 1 and "epoch 1, step " in lines[0] and "'seq-5'" in lines[0], err
     assert "stop_on_nonfinite_train_score = False" in lines[0] and "Traceback" not in err
     assert not find_checkpoints(str(tmp_path / "out" / "model"))  # nothing saved from a non-finite state
 
 
 def test_skipping_non_finite_batches_counts_them(backend, tmp_path, monkeypatch):
-    _poison(monkeypatch, "synthetic-5")
+    _poison(monkeypatch, "seq-5")
     config = write_config(tmp_path, NETWORK_CONFIG, backend=backend.name)
     assert _train(config, tmp_path / "out", "++stop_on_nonfinite_train_score", "False") == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())

@@ -35,6 +35,16 @@ class Distributed:
         """:return: whether this worker writes the outputs (rank 0)"""
         return self.rank == 0
 
+    def finish(self) -> None:
+        """End data-parallel training: wait for every worker, then release the process group. Without this, the
+        gloo threads still alive at interpreter exit abort a worker now and then ("terminate called without an
+        active exception", exit code -6) after training succeeded."""
+        if self.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+
     def shard(self, batch: Any) -> tuple[Any, float]:
         """:return: this worker's part of the global ``batch`` and its weight (0 for a stand-in sequence when the
         batch has fewer sequences than workers: the worker then contributes nothing but joins the collectives)"""

@@ -99,7 +99,7 @@ class Engine:
         name = "train" if dataset is self.s.train_data else "dev"
         try:
             dataset.init_seq_order(epoch)
-            yield from iterate_batches(dataset, **self.s.batching)
+            yield from iterate_batches(dataset, **self.s.batching, train=name == "train")
         except (ValueError, OSError, KeyError) as exc:
             raise ConfigError(f"{name} data: {exc}", self.s.config.filename, self.s.config.line_of(name)) from exc
 

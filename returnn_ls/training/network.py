@@ -289,7 +289,7 @@ _LOSS_OPTS = {"smoothing": "label_smoothing", "convention": "label_smoothing_con
 def _user_names(cls: str, exc: Exception) -> str:
     """:return: the message of ``exc`` with a function argument replaced by the layer option the user wrote"""
     message = str(exc)
-    for argument, key in (_LOSS_OPTS.items() if cls == "softmax" else ()):
+    for argument, key in _LOSS_OPTS.items() if cls == "softmax" else ():
         message = re.sub(rf"^\w+: {argument}\b", f"loss_opts[{key or argument!r}]", message)
     return message
 

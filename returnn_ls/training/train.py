@@ -59,6 +59,7 @@ def train(
         params = {n: setup.trainer.to_numpy(v) for n, v in setup.task.parameters().items()}
         save_model(os.path.join(out_dir, "model.npz"), params)
         _plots(metrics, out_dir)
+    setup.dist.finish()
     return metrics
 
 
