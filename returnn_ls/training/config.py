@@ -193,7 +193,9 @@ def load_config_text(source: str, filename: str = "<config>", overrides: Sequenc
         raise ConfigError(f"config raised {type(exc).__name__}: {exc}", filename, lineno) from exc
     values = {k: v for k, v in namespace.items() if not k.startswith("_") and type(v).__name__ != "module"}
     for name, text in overrides:
-        values[name] = _override_value(text, values.get(name))
+        # into the config's namespace too, as in RETURNN: the config's own functions (get_model, train_step) see
+        # the overridden value
+        values[name] = namespace[name] = _override_value(text, values.get(name))
     config = Config(values, filename, source)
     _check_names(config, {name for name, _ in overrides})
     return config
