@@ -1,0 +1,60 @@
+"""RETURNN's 12AX network-dict demos train under returnn-ls as they are (one short epoch each, on both backends), and
+a network dict's TensorFlow step is traced once. The full 5 epochs: ``demos/network_acceptance.py``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from _returnn_demos import DEMOS, write_demo
+
+from returnn_ls import _backend
+from returnn_ls.training.config import load_config
+from returnn_ls.training.network_module import NetworkModule
+from returnn_ls.training.train import train
+
+#: small data, one epoch (RETURNN's ++name value overrides)
+SMALL = [("num_epochs", "1"), ("train", "{'class': 'Task12AXDataset', 'num_seqs': 40}"),
+         ("dev", "{'class': 'Task12AXDataset', 'num_seqs': 20, 'fixed_random_seed': 1}")]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend():
+    previous = _backend._selected
+    yield
+    _backend._selected = previous
+
+
+def _train(backend: str, path, tmp_path) -> dict:
+    config = load_config(str(path), [*SMALL, ("model", str(tmp_path / "ckpt" / "model"))])
+    return train(config, backend=backend, out_dir=str(tmp_path / "out"), progress=False, log=lambda _: None)
+
+
+@pytest.mark.parametrize("demo", sorted(DEMOS))
+def test_returnn_12ax_demo_trains_unchanged(backend, demo, tmp_path, capfd):
+    metrics = _train(backend.name, write_demo(tmp_path, demo), tmp_path)
+    first = metrics["history"][0]
+    assert list(first["dev_scores"]) == ["score", "error"] and list(first["train_scores"]) == ["score", "error"]
+    assert first["dev_scores"]["score"] < math.log(2)  # better than chance after 4 steps
+    assert 0.0 < first["dev_scores"]["error"] < 0.5
+    assert (tmp_path / "ckpt" / "model.001").exists()
+    assert "Hello, experiment" in capfd.readouterr().out  # the config's own code ran
+
+
+def test_returnn_demo_with_label_smoothing_reports_the_unsmoothed_dev_loss(backend, tmp_path):
+    path = write_demo(tmp_path, "demo-tf-vanilla-lstm.12ax.config", {"loss_opts": {"label_smoothing": 0.1}})
+    first = _train(backend.name, path, tmp_path)["history"][0]
+    assert 0.0 < first["dev_scores"]["score"] < math.log(2)  # the KL to the smoothed targets, as RETURNN's score
+    assert first["dev_loss"] > first["dev_scores"]["score"]  # the unsmoothed cross entropy
+
+
+def test_network_step_is_traced_once_per_mode_on_tensorflow(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow")
+    calls = []
+    original = NetworkModule.__call__
+    monkeypatch.setattr(NetworkModule, "__call__", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    config = load_config(str(write_demo(tmp_path, "demo-tf-native-lstm2.12ax.config")),
+                         [*SMALL, ("num_epochs", "2"), ("model", str(tmp_path / "model"))])  # fmt: skip
+    metrics = train(config, backend="tensorflow", out_dir=str(tmp_path), progress=False, log=lambda _: None)
+    assert len(metrics["history"]) == 2 and metrics["history"][0]["steps"] == 4
+    assert len(calls) == 2  # one trace of the train step, one of the dev step, for 2 epochs of 4 + 1 steps each
