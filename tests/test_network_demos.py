@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from _returnn_demos import DEMOS, write_demo
 
@@ -58,3 +59,63 @@ def test_network_step_is_traced_once_per_mode_on_tensorflow(tmp_path, monkeypatc
     metrics = train(config, backend="tensorflow", out_dir=str(tmp_path), progress=False, log=lambda _: None)
     assert len(metrics["history"]) == 2 and metrics["history"][0]["steps"] == 4
     assert len(calls) == 2  # one trace of the train step, one of the dev step, for 2 epochs of 4 + 1 steps each
+
+
+RF_CONFIG = """\
+import returnn_ls as rf
+from returnn_ls import Dim, batch_dim
+
+backend = "torch"
+train = {"class": "Task12AXDataset", "num_seqs": 40}
+dev = {"class": "Task12AXDataset", "num_seqs": 20, "fixed_random_seed": 1}
+time_dim, in_dim, out_dim = Dim(None, name="time"), Dim(9, name="in"), Dim(2, name="out")
+extern_data = {"data": {"dims": (batch_dim, time_dim, in_dim), "dtype": "float32"},
+               "classes": {"dims": (batch_dim, time_dim), "sparse_dim": out_dim, "dtype": "int32"}}
+batching, batch_size, max_seqs = "random", 5000, 10
+optimizer = {"class": "adam"}
+learning_rate = 0.01
+num_epochs = 1
+
+
+class Model(rf.Module):
+    def __init__(self):
+        self.conv = rf.Conv1d(in_dim, Dim(16, name="hidden"), 5, padding="same")
+        self.output = rf.Linear(self.conv.out_dim, out_dim)
+
+    def __call__(self, x):
+        return self.output(rf.relu(self.conv(x, in_spatial_dim=time_dim)[0]))
+
+
+def get_model(**_):
+    return Model()
+
+
+def train_step(*, model, extern_data, **_):
+    logits, targets = model(extern_data["data"]), extern_data["classes"]
+    %s
+    loss.mark_as_loss("ce", use_normalized_loss=True)
+    (rf.reduce_argmax(logits, axis=out_dim) != targets).mark_as_loss("fer", as_error=True)
+"""
+#: the gradient of the cross entropy with label_smoothed_log_prob_gradient in front is the one of the label-smoothed
+#: cross entropy (RETURNN's convention), so both train the same parameters
+STEPS = {
+    "gradient": "log_probs = rf.label_smoothed_log_prob_gradient(rf.log_softmax(logits, axis=out_dim), 0.1)\n    "
+                "loss = rf.cross_entropy(estimated=log_probs, estimated_type='log-probs', target=targets, "
+                "axis=out_dim)",
+    "target": "loss = rf.label_smoothed_cross_entropy(logits=logits, targets=targets, axis=out_dim, smoothing=0.1)",
+}  # fmt: skip
+
+
+def test_rf_train_step_with_label_smoothed_log_prob_gradient_trains_as_smoothed_targets(backend, tmp_path):
+    params = {}
+    for name, step in STEPS.items():
+        path = tmp_path / f"{name}.config"
+        path.write_text(RF_CONFIG % step)
+        metrics = _train(backend.name, path, tmp_path / name)
+        with np.load(tmp_path / name / "out" / "model.npz") as f:
+            params[name] = {k: f[k] for k in f.files}
+        assert metrics["history"][0]["dev_scores"]["fer"] < 0.5
+    assert params["gradient"].keys() == params["target"].keys() == {"conv.filter", "conv.bias", "output.weight",
+                                                                     "output.bias"}  # fmt: skip
+    for key, value in params["gradient"].items():
+        np.testing.assert_allclose(value, params["target"][key], rtol=1e-4, atol=1e-6)

@@ -125,7 +125,7 @@ class Network:
         ins = [self.node(s) for s in layer.sources]
         target = self.extern.nodes[layer.target] if layer.target else None
         try:
-            layer.in_node = layer.cls.input_node(ins, layer.sources)
+            layer.in_node = layer.cls.input_node(layer, ins)
             layer.node = layer.cls.infer(layer, ins, target)
         except LayerError as exc:
             raise self._err(layer.name, f"layer {layer.name!r} ({layer.cls.name}): {exc}") from None

@@ -37,21 +37,30 @@ ACTIVATIONS = (*(a for a in _IDENTITY if a), *_FUNCTIONS, "softmax", "log_softma
 
 
 def check_activation(name: Any) -> None:
-    """:raise LayerError: if ``name`` is not an accepted activation (the message lists them)"""
+    """:raise LayerError: if ``name`` is not an accepted activation (the message lists them)
+
+    Example: ``check_activation(layer.opts["activation"])``
+    """
     if name not in _IDENTITY and name not in ACTIVATIONS:
         raise LayerError(f"unknown activation {name!r}; known: {list(ACTIVATIONS)}{suggest(name, ACTIVATIONS)}")
 
 
 def activation_kind(name: str | None) -> str:
     """:return: the kind of a layer output with this activation: ``"logits"`` (none), ``"probs"``, ``"log-probs"``
-    or ``"dense"``"""
+    or ``"dense"``
+
+    Example: ``activation_kind("softmax") == "probs"``
+    """
     if name in _IDENTITY:
         return "logits"
     return {"softmax": "probs", "log_softmax": "log-probs"}.get(name, "dense")
 
 
 def apply_activation(x: Tensor, name: str | None, axis: Dim) -> Tensor:
-    """:return: ``name`` applied to ``x`` (``softmax`` / ``log_softmax`` over ``axis``)"""
+    """:return: ``name`` applied to ``x`` (``softmax`` / ``log_softmax`` over ``axis``)
+
+    Example: ``y = apply_activation(linear(x), "relu", out_dim)``
+    """
     if name in _IDENTITY:
         return x
     if name == "softmax":

@@ -15,6 +15,7 @@ features, and the option ``dropout`` applies dropout to that input.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,6 +35,7 @@ __all__ = [
     "LossOutput",
     "Node",
     "log_probs_of",
+    "positive_int",
     "relabel",
 ]
 
@@ -146,15 +148,20 @@ class LayerClass:
 
     def check_loss(self, loss: Any, opts: dict[str, Any]) -> None:
         """Check the ``loss`` option; :raise LayerError: if it is not valid for this class"""
+        if isinstance(loss, str) and not self.is_loss:
+            raise LayerError(
+                f"'loss': {loss!r} is supported on the softmax layer only (RETURNN's output layer, "
+                "e.g. {'class': 'softmax', 'loss': 'ce'}); RETURNN's losses on other layers are not"
+            )
         if loss not in (None, False, True):
             raise LayerError(f"'loss' must be True or False for class {self.name}, got {loss!r}")
         if loss and not self.is_loss:
             raise LayerError(f"class {self.name!r} computes no loss, so 'loss': True is invalid")
 
-    def input_node(self, ins: list[Node], sources: list[str]) -> Node:
+    def input_node(self, layer: Layer, ins: list[Node]) -> Node:
         """:return: the node of the (first) input, after checking its kind; :raise LayerError: for a wrong kind"""
         if ins[0].kind not in self.accepts:
-            raise LayerError(f"input {sources[0]!r} is {ins[0].kind}, expected one of {list(self.accepts)}")
+            raise LayerError(f"input {layer.sources[0]!r} is {ins[0].kind}, expected one of {list(self.accepts)}")
         return ins[0]
 
     def infer(self, layer: Layer, ins: list[Node], target: Node | None) -> Node:
@@ -204,19 +211,29 @@ class LayerClass:
 class ConcatInputLayer(LayerClass):
     """RETURNN's common input handling: several ``"from"`` names are concatenated along their features (in
     order), then ``dropout`` (only while training) drops input features with one mask per feature, shared over
-    batch and time (RETURNN's default noise shape)."""
+    batch and time (RETURNN's default noise shape). Subclasses have the option ``dropout``."""
 
     num_from: ClassVar[tuple[int, ...] | None] = None
+    #: the options of RETURNN's input handling that are not supported here
+    returnn_options: ClassVar[tuple[str, ...]] = (
+        "dropout_axis", "dropout_noise_shape", "dropout_on_forward", "mask", "in_dim", "out_dim",
+    )  # fmt: skip
 
-    def input_node(self, ins: list[Node], sources: list[str]) -> Node:
+    def input_node(self, layer: Layer, ins: list[Node]) -> Node:
+        rate = layer.opts.get("dropout", 0.0)
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
+            raise LayerError(f"option 'dropout' must be a float in [0, 1), got {rate!r}")
         if len(ins) == 1:
-            return super().input_node(ins, sources)
-        for node, source in zip(ins, sources):
+            node = super().input_node(layer, ins)
+            if rate and node.kind == "sparse":
+                raise LayerError(f"dropout needs features, but input {layer.sources[0]!r} holds class indices")
+            return node
+        for node, source in zip(ins, layer.sources):
             if node.kind not in DENSE:
                 raise LayerError(f"input {source!r} is {node.kind}; only features can be concatenated")
             if node.time is not ins[0].time:
-                raise LayerError(f"inputs {sources[0]!r} and {source!r} have different time dims; they cannot be "
-                                 "concatenated")  # fmt: skip
+                raise LayerError(f"inputs {layer.sources[0]!r} and {source!r} have different time dims; they "
+                                 "cannot be concatenated")  # fmt: skip
         return Node(rf.concat_dim(*(node.dim for node in ins)), "dense", ins[0].time, "concat")
 
     def prepare(self, ctx: Context, xs: list[Tensor]) -> list[Tensor]:
@@ -225,8 +242,21 @@ class ConcatInputLayer(LayerClass):
         return [rf.dropout(x, drop, axis=x.feature_dim) if drop else x]
 
 
+def positive_int(value: Any, option: str) -> int:
+    """:return: ``value`` as an int; :raise LayerError: naming ``option`` unless it is an int >= 1
+
+    Example: ``positive_int(layer.opts["n_out"], "n_out")``
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise LayerError(f"option {option!r} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
 def relabel(x: Tensor, old: Dim, new: Dim) -> Tensor:
-    """:return: ``x`` with the label dim ``old`` (a dim or the sparse dim) replaced by ``new`` of equal size"""
+    """:return: ``x`` with the label dim ``old`` (a dim or the sparse dim) replaced by ``new`` of equal size
+
+    Example: ``relabel(targets, targets.sparse_dim, logits.feature_dim)``
+    """
     if old is new:
         return x
     dims = tuple(new if d is old else d for d in x.dims)
@@ -236,7 +266,10 @@ def relabel(x: Tensor, old: Dim, new: Dim) -> Tensor:
 
 
 def log_probs_of(x: Tensor, kind: str, axis: Dim) -> Tensor:
-    """:return: log-probabilities from logits, log-probs or probs over ``axis``"""
+    """:return: log-probabilities from logits, log-probs or probs over ``axis``
+
+    Example: ``log_probs_of(probs, "probs", vocab)`` is ``log(probs)`` (floored at 1e-30)
+    """
     if kind == "log-probs":
         return x
     if kind == "probs":

@@ -18,26 +18,18 @@ from returnn_ls.nn import Module
 from returnn_ls.nn.conv import conv_out_length
 from returnn_ls.tensor import Tensor
 from returnn_ls.training.layers.activation import activation_kind, apply_activation, check_activation
-from returnn_ls.training.layers.base import DENSE, REQUIRED, ConcatInputLayer, Context, Layer, LayerError, Node
+from returnn_ls.training.layers.base import (
+    DENSE,
+    REQUIRED,
+    ConcatInputLayer,
+    Context,
+    Layer,
+    LayerError,
+    Node,
+    positive_int,
+)
 
-__all__ = ["ConvLayer", "CopyLayer", "DropoutLayer", "LayerNormLayer", "LinearLayer", "positive_int"]
-
-#: options of RETURNN's input handling (``_ConcatInputLayer``) that are not supported here
-_INPUT_OPTIONS = ("dropout_axis", "dropout_noise_shape", "dropout_on_forward", "mask", "in_dim", "out_dim")
-
-
-def positive_int(value: Any, option: str) -> int:
-    """:return: ``value`` as an int; :raise LayerError: naming ``option`` unless it is an int >= 1"""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise LayerError(f"option {option!r} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
-def _dropout_rate(opts: dict[str, Any]) -> float:
-    rate = opts.get("dropout", 0.0)
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
-        raise LayerError(f"option 'dropout' must be a float in [0, 1), got {rate!r}")
-    return float(rate)
+__all__ = ["ConvLayer", "CopyLayer", "DropoutLayer", "LayerNormLayer", "LinearLayer"]
 
 
 class CopyLayer(ConcatInputLayer):
@@ -45,13 +37,8 @@ class CopyLayer(ConcatInputLayer):
 
     name = "copy"
     options: ClassVar[dict[str, Any]] = {"dropout": 0.0}
-    returnn_options = (*_INPUT_OPTIONS, "extra_deps")
+    returnn_options = (*ConcatInputLayer.returnn_options, "extra_deps")
     accepts = (*DENSE, "sparse")
-
-    def infer(self, layer: Layer, ins: list[Node], target: Node | None) -> Node:
-        if _dropout_rate(layer.opts) and layer.in_node.kind == "sparse":
-            raise LayerError(f"dropout needs features, but input {layer.sources[0]!r} holds class indices")
-        return Node(layer.in_node.dim, layer.in_node.kind, layer.in_node.time, self.name)
 
     def forward(self, ctx: Context, x: Tensor) -> Tensor:
         return x
@@ -68,7 +55,13 @@ class LinearLayer(ConcatInputLayer):
 
     name = "linear"
     options: ClassVar[dict[str, Any]] = {"n_out": REQUIRED, "activation": None, "with_bias": True, "dropout": 0.0}
-    returnn_options = (*_INPUT_OPTIONS, "forward_weights_init", "bias_init", "grad_filter", "use_transposed_weights")
+    returnn_options = (
+        *ConcatInputLayer.returnn_options,
+        "forward_weights_init",
+        "bias_init",
+        "grad_filter",
+        "use_transposed_weights",
+    )
 
     def check_loss(self, loss: Any, opts: dict[str, Any]) -> None:
         if loss:
@@ -76,7 +69,6 @@ class LinearLayer(ConcatInputLayer):
                              "{'class': 'softmax', 'loss': 'ce'}")  # fmt: skip
 
     def infer(self, layer: Layer, ins: list[Node], target: Node | None) -> Node:
-        _dropout_rate(layer.opts)
         check_activation(layer.opts["activation"])
         n_out = positive_int(layer.opts["n_out"], "n_out")
         kind = activation_kind(layer.opts["activation"])
@@ -94,10 +86,9 @@ class LayerNormLayer(ConcatInputLayer):
 
     name = "layer_norm"
     options: ClassVar[dict[str, Any]] = {"epsilon": 1e-6, "dropout": 0.0}
-    returnn_options = _INPUT_OPTIONS
+    returnn_options = ConcatInputLayer.returnn_options
 
     def infer(self, layer: Layer, ins: list[Node], target: Node | None) -> Node:
-        _dropout_rate(layer.opts)
         eps = layer.opts["epsilon"]
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
             raise LayerError(f"option 'epsilon' must be a float >= 0, got {eps!r}")
@@ -121,9 +112,9 @@ class ConvLayer(ConcatInputLayer):
         "groups": 1, "activation": None, "with_bias": True, "dropout": 0.0,
     }  # fmt: skip
     returnn_options = (
-        *_INPUT_OPTIONS, "input_expand_dims", "input_add_feature_dim", "input_split_feature_dim", "in_spatial_dims",
-        "out_spatial_dims", "auto_use_channel_first", "forward_weights_init", "bias_init", "filter", "filter_perm",
-        "bias", "use_time_mask", "pad_seq_len_to_power",
+        *ConcatInputLayer.returnn_options, "input_expand_dims", "input_add_feature_dim", "input_split_feature_dim",
+        "in_spatial_dims", "out_spatial_dims", "auto_use_channel_first", "forward_weights_init", "bias_init",
+        "filter", "filter_perm", "bias", "use_time_mask", "pad_seq_len_to_power",
     )  # fmt: skip
 
     @staticmethod
@@ -154,7 +145,6 @@ class ConvLayer(ConcatInputLayer):
         return size, padding, stride, dilation
 
     def infer(self, layer: Layer, ins: list[Node], target: Node | None) -> Node:
-        _dropout_rate(layer.opts)
         check_activation(layer.opts["activation"])
         n_out = positive_int(layer.opts["n_out"], "n_out")
         size, padding, stride, dilation = self._geometry(layer.opts)

@@ -23,8 +23,7 @@ from returnn_ls.nn import Module
 from returnn_ls.ops import valid_frames
 from returnn_ls.tensor import Tensor
 from returnn_ls.training.config_names import suggest
-from returnn_ls.training.layers.base import ConcatInputLayer, Context, Layer, LayerError, LossOutput, Node
-from returnn_ls.training.layers.basic import _INPUT_OPTIONS, _dropout_rate, positive_int
+from returnn_ls.training.layers.base import ConcatInputLayer, Context, Layer, LayerError, LossOutput, Node, positive_int
 
 __all__ = ["SOFTMAX_LOSS_OPTS", "SoftmaxLayer", "ctc_of_logits", "target_entropy"]
 
@@ -37,7 +36,10 @@ _ARGUMENT_KEYS = {"smoothing": "label_smoothing", "convention": "label_smoothing
 
 def ctc_of_logits(logits: Tensor, target: Tensor, vocab: Dim, time: Dim, blank: int, smoothing: Any,
                   normalized: bool) -> Tensor:  # fmt: skip
-    """:return: the CTC loss per sequence of ``logits`` (over ``time``) against the label sequences ``target``"""
+    """:return: the CTC loss per sequence of ``logits`` (over ``time``) against the label sequences ``target``
+
+    Example: ``ctc_of_logits(logits, targets, vocab, time, 0, 0.1, False)`` (blank 0, smoothing 0.1)
+    """
     return rf.ctc_loss(
         logits=logits, targets=target, input_spatial_dim=time, targets_spatial_dim=target.dims[-1],
         blank_index=blank, logits_normalized=normalized, label_smoothing=smoothing,
@@ -79,8 +81,8 @@ class SoftmaxLayer(ConcatInputLayer):
 
     name = "softmax"
     options: ClassVar[dict[str, Any]] = {"n_out": None, "loss_opts": {}, "with_bias": True, "dropout": 0.0}
-    returnn_options = (*_INPUT_OPTIONS, "forward_weights_init", "bias_init", "grad_filter", "use_transposed_weights",
-                       "loss_scale", "activation")  # fmt: skip
+    returnn_options = (*ConcatInputLayer.returnn_options, "forward_weights_init", "bias_init", "grad_filter",
+                       "use_transposed_weights", "loss_scale", "activation")  # fmt: skip
     target = "optional"
 
     def default_target(self, spec: dict[str, Any]) -> str | None:
@@ -99,7 +101,6 @@ class SoftmaxLayer(ConcatInputLayer):
         opts["loss_opts"] = dict(loss_opts)
 
     def infer(self, layer: Layer, ins: list[Node], target: Node | None) -> Node:
-        _dropout_rate(layer.opts)
         n_out = layer.opts["n_out"]
         if n_out is None and target is None:
             raise LayerError("softmax needs 'n_out' or a 'target'")

@@ -27,8 +27,7 @@ from returnn_ls.dim import Dim
 from returnn_ls.nn import Module, init
 from returnn_ls.tensor import Tensor
 from returnn_ls.training.config_names import suggest
-from returnn_ls.training.layers.base import REQUIRED, ConcatInputLayer, Context, Layer, LayerError, Node
-from returnn_ls.training.layers.basic import _INPUT_OPTIONS, _dropout_rate, positive_int
+from returnn_ls.training.layers.base import REQUIRED, ConcatInputLayer, Context, Layer, LayerError, Node, positive_int
 
 __all__ = ["LSTM_UNITS", "RecLayer"]
 
@@ -45,9 +44,9 @@ class RecLayer(ConcatInputLayer):
     name = "rec"
     options: ClassVar[dict[str, Any]] = {"unit": "lstm", "n_out": REQUIRED, "direction": None, "dropout": 0.0}
     returnn_options = (
-        *_INPUT_OPTIONS, "unit_opts", "initial_state", "input_projection", "max_seq_len", "max_seq_len_via",
-        "forward_weights_init", "recurrent_weights_init", "bias_init", "optimize_move_layers_out", "cheating",
-        "unroll", "back_prop", "use_global_rec_step_offset", "include_eos", "debug", "axis",
+        *ConcatInputLayer.returnn_options, "unit_opts", "initial_state", "input_projection", "max_seq_len",
+        "max_seq_len_via", "forward_weights_init", "recurrent_weights_init", "bias_init", "optimize_move_layers_out",
+        "cheating", "unroll", "back_prop", "use_global_rec_step_offset", "include_eos", "debug", "axis",
     )  # fmt: skip
 
     @staticmethod
@@ -66,7 +65,6 @@ class RecLayer(ConcatInputLayer):
 
     def infer(self, layer: Layer, ins: list[Node], target: Node | None) -> Node:
         self.unit(layer.opts)
-        _dropout_rate(layer.opts)
         if layer.opts["direction"] not in (None, 1, -1):
             direction = layer.opts["direction"]
             raise LayerError(f"option 'direction' must be 1 (forward) or -1 (backward), got {direction!r}")
