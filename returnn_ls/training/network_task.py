@@ -1,4 +1,5 @@
-"""A network dict as a :class:`~returnn_ls.training.task.Task`: an ``rf.Module`` of its parameters and a train step.
+"""A network dict as a :class:`~returnn_ls.training.task.Task`: its ``rf.Module``
+(:class:`~returnn_ls.training.network_module.NetworkModule`) and a train step, for the one engine.
 
 The train step runs the network and marks, per loss layer, RETURNN's scores: ``score`` (the loss as optimized,
 normalized per frame, or per target label for CTC) and ``error`` (the frame error rate, or the label error rate
