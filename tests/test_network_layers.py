@@ -39,19 +39,22 @@ def _valid(x: np.ndarray, lengths) -> np.ndarray:
 def test_rec_layers_over_concatenated_inputs_forward_and_backward(backend):
     network = {
         "proj": {"class": "linear", "n_out": 2, "activation": "tanh"},
-        "fw": {"class": "rec", "unit": "NativeLstm2", "n_out": 3, "from": ["data", "proj"]},
-        "x": {"class": "rec", "unit": "lstmblockfused", "n_out": 5, "from": ["fw", "data"], "direction": -1},
+        "fw": {"class": "rec", "unit": "NativeLstm2", "n_out": 3},
+        "x": {"class": "rec", "unit": "lstmblockfused", "n_out": 5, "from": "fw"},
+        "y": {"class": "rec", "n_out": 4, "from": ["fw", "x"]},  # LSTMs of three sizes in one process (eager TF)
+        "bw": {"class": "rec", "unit": "LSTMBlock", "n_out": 3, "from": ["data", "proj"], "direction": -1},
         "out": OUTPUT,
     }
     values, p, batch, _ = _outputs(network)
-    lengths = batch.lengths["data"]
-    proj = np.tanh(batch.data["data"] @ p["proj.weight"] + p["proj.bias"])
-    fw_in = np.concatenate([batch.data["data"], proj], -1)
-    fw = lstm_numpy(fw_in, lengths, p["fw.ff_weight"], p["fw.rec_weight"], p["fw.bias"])
-    bw = lstm_numpy(np.concatenate([fw, batch.data["data"]], -1), lengths, p["x.ff_weight"], p["x.rec_weight"],
-                    p["x.bias"], reverse=True)  # fmt: skip
-    np.testing.assert_allclose(_valid(values["fw"], lengths), _valid(fw, lengths), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(_valid(values["x"], lengths), _valid(bw, lengths), rtol=1e-4, atol=1e-5)
+    x, lengths = batch.data["data"], batch.lengths["data"]
+    expected = {"fw": lstm_numpy(x, lengths, p["fw.ff_weight"], p["fw.rec_weight"], p["fw.bias"])}
+    expected["x"] = lstm_numpy(expected["fw"], lengths, p["x.ff_weight"], p["x.rec_weight"], p["x.bias"])
+    fw_x = np.concatenate([expected["fw"], expected["x"]], -1)
+    expected["y"] = lstm_numpy(fw_x, lengths, p["y.ff_weight"], p["y.rec_weight"], p["y.bias"])
+    x_proj = np.concatenate([x, np.tanh(x @ p["proj.weight"] + p["proj.bias"])], -1)
+    expected["bw"] = lstm_numpy(x_proj, lengths, p["bw.ff_weight"], p["bw.rec_weight"], p["bw.bias"], reverse=True)
+    for name, value in expected.items():
+        np.testing.assert_allclose(_valid(values[name], lengths), _valid(value, lengths), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("unit", ["lstm", "NativeLSTM", "BasicLSTM", "StandardLSTM", "CudnnLSTM", "LSTMBlock"])
