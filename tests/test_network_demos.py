@@ -3,6 +3,7 @@ a network dict's TensorFlow step is traced once. The full 5 epochs: ``demos/netw
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -119,3 +120,30 @@ def test_rf_train_step_with_label_smoothed_log_prob_gradient_trains_as_smoothed_
                                                                      "output.bias"}  # fmt: skip
     for key, value in params["gradient"].items():
         np.testing.assert_allclose(value, params["target"][key], rtol=1e-4, atol=1e-6)
+
+
+def test_compare_on_a_returnn_demo_trains_each_smoothing_value_from_scratch(tmp_path, monkeypatch):
+    from returnn_ls.cli import main
+
+    path = write_demo(tmp_path, "demo-tf-vanilla-lstm.12ax.config")
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "compare",
+        str(path),
+        "--smoothing",
+        "0",
+        "0.1",
+        "--backend",
+        "torch",
+        "--out",
+        "cmp",
+        "--no-progress",
+        *(arg for name, value in SMALL for arg in (f"++{name}", value)),
+        "++model",
+        str(tmp_path / "m" / "model"),
+    ]
+    assert main(argv) == 0
+    runs = json.loads((tmp_path / "cmp" / "compare.json").read_text())["runs"]
+    assert [r["smoothing"] for r in runs] == [0, 0.1] and all(r["history"][0]["steps"] == 4 for r in runs)
+    assert runs[0]["history"][0]["train_scores"] != runs[1]["history"][0]["train_scores"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.smoothing_0.001", "model.smoothing_0.1.001"]
