@@ -94,6 +94,9 @@ class Trainer:
         """Seed the framework's random generators (dropout etc.), e.g. once per epoch."""
         raise NotImplementedError
 
+    def limit_threads(self, num_params: int) -> None:
+        """Set the framework's thread count for training a model of ``num_params`` parameters (default: leave it)."""
+
     def create_optimizer(self, params: list[Any], spec: OptimizerSpec, learning_rate: float) -> Any:
         """:return: the framework's optimizer of ``spec`` over the raw parameters ``params``
 

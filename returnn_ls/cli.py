@@ -88,8 +88,10 @@ def run_compare(config: Config, args: argparse.Namespace, backend: str) -> list[
         print(f"== label smoothing {value:g} ==", flush=True)
         out = os.path.join(args.out, f"smoothing_{value:g}")
         variant = config.replace(network=replace_smoothing(network, value)[0])
-        if not config.has("model"):  # each run gets its own checkpoints, so a rerun resumes each one
-            variant = variant.replace(model=os.path.join(out, "model"))
+        # each run gets its own checkpoints (next to the config's own `model` prefix if it sets one, as RETURNN's
+        # demos do), so a rerun resumes each one and no run continues from another one's checkpoint
+        model = f"{config.get('model')}.smoothing_{value:g}" if config.has("model") else os.path.join(out, "model")
+        variant = variant.replace(model=model)
         runs.append(train(variant, backend=backend, out_dir=out, epochs=args.epochs, progress=not args.no_progress,
                           extra={"smoothing": value}))  # fmt: skip
     plots.compare_figure(runs, os.path.join(args.out, "compare.png"))

@@ -116,12 +116,11 @@ def test_synthetic_dataset_on_the_interface_gives_its_sequences():
     assert lens == sorted(lens)  # dev data is sorted by length, as in RETURNN
     same = SyntheticDataset(input_dim=5, num_labels=6, num_seqs=9, seed=4, seq_ordering="default")
     same.init_seq_order(1)
-    legacy = next(same.batches(9))  # the training loop's batch dict
     batch = collate_batch([same.get_seq(i) for i in range(9)], same.keys)
-    for key in ("data", "classes", "alignment"):
-        np.testing.assert_array_equal(batch.data[key], legacy[key])
-    np.testing.assert_array_equal(batch.lengths["data"], legacy["data_len"])
-    np.testing.assert_array_equal(batch.lengths["classes"], legacy["classes_len"])
+    for i, seq in enumerate(same.seqs):  # the sequences in the order drawn, padded with 0
+        for key in ("data", "classes", "alignment"):
+            np.testing.assert_array_equal(batch.data[key][i, : len(seq[key])], seq[key])
+            assert not batch.data[key][i, len(seq[key]) :].any() and batch.lengths[key][i] == len(seq[key])
     assert batch.seq_tags == [f"seq-{i}" for i in range(9)]
     with pytest.raises(ValueError, match="read-only"):
         same.get_seq(0)["data"][0, 0] = 1.0

@@ -73,7 +73,7 @@ def test_overrides_checkpoints_and_rerun(tmp_path, capsys):
     assert [e for e, _ in find_checkpoints(str(model))] == [3, 2]  # every 2nd epoch and the last
     checkpoint = read_checkpoint(str(model) + ".003")
     assert checkpoint.meta["backend"] == "torch" and checkpoint.meta["step"] == 9
-    assert set(checkpoint.params) == {"enc/W", "enc/b", "output/W", "output/b"} and checkpoint.optimizer
+    assert set(checkpoint.params) == {"enc.weight", "enc.bias", "output.weight", "output.bias"} and checkpoint.optimizer
     assert [int(e) for e in checkpoint.meta["lr_control"]] == [1, 2, 3]
     assert not [p for p in os.listdir(model.parent) if ".tmp" in p]
     capsys.readouterr()

@@ -6,16 +6,18 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from _network_helpers import SYNTHETIC, build, frame_keys, synthetic_batch
 
 import returnn_ls as rf
 from frontend_backends.train_base import get_trainer
 from returnn_ls import _backend
 from returnn_ls.training.config import ConfigError, load_config_text
-from returnn_ls.training.datasets import SyntheticDataset
 from returnn_ls.training.layers import LAYER_CLASSES
 from returnn_ls.training.network import ExternData, Network, replace_smoothing
 
-EXTERN = {"data": {"dim": 6}, "classes": {"dim": 5, "sparse": True}, "alignment": {"dim": 5, "sparse": True}}
+EXTERN = SYNTHETIC
+TWELVE_AX = {"data": {"dim": 9}, "classes": {"dim": 2, "sparse": True}}
+LOSS = {"loss": {"class": "softmax", "n_out": 2, "from": "data", "target": "classes", "loss": "ce"}}
 BASE = {
     "enc": {"class": "linear", "from": "data", "n_out": 12, "activation": "tanh"},
     "logits": {"class": "linear", "from": "enc", "n_out": 5},
@@ -50,6 +52,16 @@ NETWORKS = {
         "relax": {"class": "label_relaxation_loss", "from": "logits", "target": "alignment", "alpha": 0.1,
                   "loss": True},
     },
+    "returnn_layers": {
+        "conv": {"class": "conv", "from": "enc", "n_out": 6, "filter_size": (3,), "padding": "same"},
+        "norm": {"class": "layer_norm", "from": ["conv", "data"]},
+        "fw": {"class": "rec", "unit": "nativelstm2", "n_out": 5, "from": "norm"},
+        "bw": {"class": "rec", "unit": "BasicLSTM", "n_out": 4, "direction": -1, "from": "norm"},
+        "cat": {"class": "copy", "from": ["fw", "bw"]},
+        "drop": {"class": "dropout", "from": "cat", "dropout": 0.1},
+        "out": {"class": "softmax", "from": "drop", "target": "alignment", "loss": "ce",
+                "loss_opts": {"label_smoothing": 0.1}},
+    },
 }  # fmt: skip
 
 
@@ -60,16 +72,17 @@ def _restore_backend():
     _backend._selected = previous
 
 
-def _run(backend_name: str, network: dict, seed: int = 0) -> tuple[Network, float, dict]:
-    """:return: the network, its first loss and the gradients (numpy) for one batch of the synthetic task"""
+def _run(backend_name: str, network: dict, seed: int = 0) -> tuple[float, dict]:
+    """:return: the first loss of the network's model (parameters from ``seed``) on a batch of the synthetic task,
+    and its gradients (numpy) by parameter name"""
     rf.select_backend(backend_name)
-    net = Network(network, ExternData(EXTERN))
-    data = SyntheticDataset(input_dim=6, num_labels=5, num_seqs=4, seed=seed)
-    tensors = net.extern.tensors(next(data.batches(4)))
+    batch, keys = synthetic_batch(4, seed)
+    model, extern = build(network, SYNTHETIC, keys, seed)
+    tensors = extern.tensors(batch)
     trainer = get_trainer(backend_name)
-    variables = trainer.variables(net.init_params(seed))
-    value, grads = trainer.value_and_grad(lambda vs: net(vs, tensors).loss.raw_tensor, variables)
-    return net, float(trainer.to_numpy(value)), {k: trainer.to_numpy(g) for k, g in grads.items()}
+    params = {name: p.raw_tensor for name, p in model.named_parameters()}
+    value, grads = trainer.value_and_grad(lambda _: model(tensors).loss.raw_tensor, params)
+    return float(trainer.to_numpy(value)), {k: trainer.to_numpy(g) for k, g in grads.items()}
 
 
 def test_networks_cover_every_layer_class():
@@ -79,48 +92,55 @@ def test_networks_cover_every_layer_class():
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_layer_classes_give_finite_loss_and_gradients(backend, name):
-    net, loss, grads = _run(backend.name, {**BASE, **NETWORKS[name]})
+    loss, grads = _run(backend.name, {**BASE, **NETWORKS[name]})
     assert np.isfinite(loss) and loss > 0
-    assert np.abs(grads["enc/W"]).sum() > 0  # every network's losses depend on the first layer
-    assert set(grads) == set(net.param_dims())
+    assert np.abs(grads["enc.weight"]).sum() > 0  # every network's losses depend on the first layer
+    assert all(np.isfinite(g).all() for g in grads.values())
 
 
-def test_softmax_ce_layer_equals_label_smoothed_cross_entropy(backend):
-    network = {"out": {"class": "softmax", "from": "data", "target": "alignment", "loss": "ce",
-                       "loss_opts": {"label_smoothing": 0.2}}}  # fmt: skip
-    net = Network(network, ExternData(EXTERN))
-    data = SyntheticDataset(input_dim=6, num_labels=5, num_seqs=3, seed=1)
-    batch = next(data.batches(3))
-    tensors = net.extern.tensors(batch)
-    params = net.init_params(0)
-    loss = net(params, tensors).loss.numpy()
-    logits = batch["data"] @ params["out/W"] + params["out/b"]
+@pytest.mark.parametrize("convention", ["returnn", "uniform"])
+def test_softmax_ce_layer_is_label_smoothed_cross_entropy_minus_the_target_entropy(backend, convention):
+    network = {"out": {"class": "softmax", "target": "alignment", "loss": "ce",
+                       "loss_opts": {"label_smoothing": 0.2, "label_smoothing_convention": convention}}}  # fmt: skip
+    batch, keys = synthetic_batch(3, 1)
+    model, extern = build(network, EXTERN, keys)
+    out = model(extern.tensors(batch))
+    params = {name: backend.numpy(p) for name, p in model.named_parameters()}
+    logits = batch.data["data"] @ params["out.weight"] + params["out.bias"]
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    target = np.full(log_probs.shape, 0.2 / 4)
-    np.put_along_axis(target, batch["alignment"][..., None], 0.8, axis=-1)
-    per_frame = -(target * log_probs).sum(-1)
-    mask = np.arange(per_frame.shape[1])[None] < batch["data_len"][:, None]
-    np.testing.assert_allclose(loss, per_frame[mask].mean(), rtol=1e-5)
+    off = 0.2 / 4 if convention == "returnn" else 0.2 / 5
+    target = np.full(log_probs.shape, off)
+    np.put_along_axis(target, batch.data["alignment"][..., None], 0.8 + (off if convention == "uniform" else 0.0), -1)
+    per_frame = -(target * log_probs).sum(-1) + (target * np.log(target)).sum(-1)  # KL: RETURNN's score
+    mask = np.arange(per_frame.shape[1])[None] < batch.lengths["data"][:, None]
+    np.testing.assert_allclose(backend.numpy(out.loss), per_frame[mask].mean(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["softmax_ce", "losses"])
+@pytest.mark.parametrize("name", ["softmax_ce", "losses", "returnn_layers"])
 def test_same_initial_parameters_and_first_loss_on_both_backends(name):
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
     network = {**BASE, **NETWORKS[name]}
-    _, loss_torch, grads_torch = _run("torch", network)
-    _, loss_tf, grads_tf = _run("tensorflow", network)
+    loss_torch, grads_torch = _run("torch", network)
+    loss_tf, grads_tf = _run("tensorflow", network)
     np.testing.assert_allclose(loss_torch, loss_tf, rtol=1e-5)
     for key in grads_torch:
         np.testing.assert_allclose(grads_torch[key], grads_tf[key], rtol=1e-4, atol=1e-6)
 
 
-def test_init_params_are_seeded_per_layer():
-    net = Network({**BASE, **NETWORKS["losses"]}, ExternData(EXTERN))
-    first, again, other = net.init_params(3), net.init_params(3), net.init_params(4)
-    assert all(np.array_equal(first[k], again[k]) for k in first)
-    assert not np.array_equal(first["enc/W"], other["enc/W"])
-    assert first["enc/W"].shape == (6, 12) and first["logits/b"].shape == (5,)
+def test_parameters_are_the_layer_modules_parameters_drawn_from_the_seed(backend):
+    batch, keys = synthetic_batch()
+    model, _ = build({**BASE, **NETWORKS["losses"]}, EXTERN, keys, seed=3)
+    first = {name: backend.numpy(p) for name, p in model.named_parameters()}
+    assert list(first) == ["enc.weight", "enc.bias", "logits.weight", "logits.bias"]
+    assert isinstance(model.layers["enc"], rf.Linear) and first["enc.weight"].shape == (6, 12)
+    again, _ = build({**BASE, **NETWORKS["losses"]}, EXTERN, keys, seed=3)
+    other, _ = build({**BASE, **NETWORKS["losses"]}, EXTERN, keys, seed=4)
+    assert all(np.array_equal(first[n], backend.numpy(p)) for n, p in again.named_parameters())
+    assert not np.array_equal(first["enc.weight"], backend.numpy(dict(other.named_parameters())["enc.weight"]))
+    limit = np.sqrt(6 / (6 + 12))  # Glorot uniform, as RETURNN's linear layer
+    assert np.abs(first["enc.weight"]).max() <= limit and np.abs(first["enc.weight"]).max() > 0.8 * limit
+    assert not first["enc.bias"].any()
 
 
 def test_order_follows_from_not_dict_order():
@@ -160,6 +180,29 @@ BAD_LAYERS = {
                       '"loss_opts": {"label_smothing": 0.1}}', ["loss_opts key 'label_smothing'", "'label_smoothing'"]),
     "missing option": ('{"class": "label_relaxation_loss", "from": "enc", "target": "classes", "loss": True}',
                        ["missing option 'alpha'"]),
+    "returnn class": ('{"class": "subnetwork", "from": "enc", "subnetwork": {}}',
+                      ["layer class 'subnetwork' is RETURNN's but not supported by returnn-ls", "'rec'"]),
+    "subnetwork unit": ('{"class": "rec", "from": "enc", "n_out": 5, "unit": {"output": {"class": "copy"}}}',
+                        ["subnetwork unit", "is RETURNN's but not supported", "'nativelstm2'"]),
+    "gru unit": ('{"class": "rec", "from": "enc", "n_out": 5, "unit": "GRU"}',
+                 ["unit 'GRU' is not supported", "'lstmblockfused'"]),
+    "lstm unit typo": ('{"class": "rec", "from": "enc", "n_out": 5, "unit": "nativlstm"}',
+                       ["did you mean 'nativelstm'"]),
+    "returnn option": ('{"class": "rec", "from": "enc", "n_out": 5, "unit_opts": {}}',
+                       ["RETURNN's option 'unit_opts' is not supported", "'direction'"]),
+    "bad direction": ('{"class": "rec", "from": "enc", "n_out": 5, "direction": 2}', ["'direction' must be 1"]),
+    "2-d conv": ('{"class": "conv", "from": "enc", "n_out": 5, "filter_size": (3, 3), "padding": "same"}',
+                 ["'filter_size' must have one entry", "(3,)"]),
+    "conv padding": ('{"class": "conv", "from": "enc", "n_out": 5, "filter_size": (3,), "padding": "causal"}',
+                     ["'padding' must be 'same' or 'valid'"]),
+    "activation": ('{"class": "linear", "from": "enc", "n_out": 5, "activation": "rellu"}',
+                   ["unknown activation 'rellu'", "did you mean 'relu'"]),
+    "ce on label sequences": ('{"class": "softmax", "from": "enc", "loss": "ce"}',
+                              ["target 'classes' has a time dim of its own", "loss 'ctc'"]),
+    "dropout value": ('{"class": "dropout", "from": "enc", "dropout": 1.0}', ["'dropout' must be a float in [0, 1)"]),
+    "loss on linear": ('{"class": "linear", "from": "enc", "n_out": 5, "loss": "ce"}', ["'class': 'softmax'"]),
+    "concat of labels": ('{"class": "copy", "from": ["enc", "data:classes"]}',
+                         ["input 'classes' is sparse; only features can be concatenated"]),
 }  # fmt: skip
 
 
@@ -174,6 +217,35 @@ def test_bad_network_names_file_line_and_fix(case):
     assert message.startswith(f"bad.config:{line}: "), message
     for part in expected:
         assert part in message, message
+
+
+def test_default_from_is_data_and_default_target_is_classes():
+    network = Network(
+        {
+            "out": {"class": "softmax", "loss": "ce"},
+            "lp": {"class": "log_softmax", "from": "out"},
+            "ce": {"class": "cross_entropy", "from": "lp"},
+        },
+        ExternData(TWELVE_AX, data_keys=frame_keys(9, 2)),
+    )
+    assert network.layers["out"].sources == ["data"] and network.layers["out"].target == "classes"
+    assert network.layers["out"].node.dim.dimension == 2  # n_out from the target
+    assert network.layers["ce"].target == "classes" and not network.layers["ce"].contributes
+    assert (
+        Network(
+            {"out": {"class": "softmax", "n_out": 2, "from": "data"}, **LOSS},
+            ExternData(TWELVE_AX, data_keys=frame_keys(9, 2)),
+        )
+        .layers["out"]
+        .target
+        is None
+    )
+
+
+def test_unsupported_returnn_layer_classes_are_named_as_returnn_s():
+    for name in ("attention", "choice", "decide", "eval", "subnetwork", "reduce", "pool"):
+        with pytest.raises(ConfigError, match=f"layer class '{name}' is RETURNN's but not supported"):
+            Network({"x": {"class": name}, **LOSS}, ExternData(TWELVE_AX))
 
 
 def test_cycle_over_several_layers_is_reported():

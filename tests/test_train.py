@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from returnn_ls import _backend
+from returnn_ls.training.batching import iterate_batches
 from returnn_ls.training.config import ConfigError, load_config, load_config_text
 from returnn_ls.training.datasets import SyntheticDataset, make_dataset
 from returnn_ls.training.engine import Engine
@@ -47,9 +48,10 @@ def test_synthetic_dataset_is_seeded_and_alignment_collapses_to_classes():
         merged = [int(x) for i, x in enumerate(align) if x != 0 and (i == 0 or x != align[i - 1])]
         assert merged == seq["classes"].tolist() and 0 not in seq["classes"]
         assert seq["data"].shape == (len(align), 4) and seq["data"].dtype == np.float32
-    batch = next(first.batches(7, shuffle_seed=1))
-    assert batch["data"].shape[:2] == batch["alignment"].shape and len(batch["classes_len"]) == 7
-    assert batch["data_len"].max() == batch["data"].shape[1] and len(set(batch["data_len"])) > 1
+    first.init_seq_order(1)
+    batch = next(iterate_batches(first, batch_size=7))
+    assert batch.data["data"].shape[:2] == batch.data["alignment"].shape and len(batch.lengths["classes"]) == 7
+    assert batch.lengths["data"].max() == batch.data["data"].shape[1] and len(set(batch.lengths["data"])) > 1
 
 
 def test_dataset_options_are_checked():

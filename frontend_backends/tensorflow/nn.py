@@ -91,16 +91,17 @@ def lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse: bool):
     """See ``Backend.lstm`` and the module docstring."""
     if x.dtype not in (tf.float32, tf.float16):
         raise TypeError(f"LSTM: TensorFlow's fused LSTM kernel supports float32 and float16 input, got {x.dtype.name}")
-    rank = x.shape.rank
-    if rank not in _LSTM_GRAPHS:
-        _LSTM_GRAPHS[rank] = tf.function(_lstm, reduce_retracing=True, autograph=False)
-    return _LSTM_GRAPHS[rank](x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse)
+    key = (x.shape.rank, tuple(ff_weight.shape), tuple(rec_weight.shape))
+    if key not in _LSTM_GRAPHS:
+        _LSTM_GRAPHS[key] = tf.function(_lstm, reduce_retracing=True, autograph=False)
+    return _LSTM_GRAPHS[key](x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse)
 
 
-#: :func:`_lstm` as one graph per rank of the input: called eagerly, one function call instead of ~40 eager ops
-#: makes a 12AX batch (forward and backward) about 4x faster; inside a ``tf.function`` it is inlined. (Per rank:
-#: shapes of another rank would make ``reduce_retracing`` forget the rank.)
-_LSTM_GRAPHS: dict[int, Any] = {}
+#: :func:`_lstm` as one graph per rank of the input and shape of the weights: called eagerly, one function call
+#: instead of ~40 eager ops makes a 12AX batch (forward and backward) about 4x faster; inside a ``tf.function`` it is
+#: inlined. (Per rank and weight shape: ``reduce_retracing`` relaxes the shapes that vary between calls to None, and
+#: the graph of LSTMs of several sizes would then read a wrong static size.)
+_LSTM_GRAPHS: dict[tuple, Any] = {}
 
 
 def _lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse: bool):

@@ -7,6 +7,7 @@ the global batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,8 @@ import torch
 
 from frontend_backends.train_base import OptimizerSpec, StepOptions, StepResult, Trainer
 
+#: models with fewer trainable parameters train on one thread (see :meth:`TorchTrainer.limit_threads`)
+SMALL_MODEL_PARAMS = 1_000_000
 #: canonical option -> torch keyword, per class where it differs
 _RENAME = {"epsilon": "eps", "rho": "rho"}
 _CLASSES = {
@@ -86,6 +89,14 @@ class TorchTrainer(Trainer):
 
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)
+
+    def limit_threads(self, num_params: int) -> None:
+        """One thread for a model of fewer than :data:`SMALL_MODEL_PARAMS` parameters, unless ``OMP_NUM_THREADS`` is
+        set: the ops of such models are too small to gain from threads, and on a CPU shared with other processes
+        torch's threads wait for each other (RETURNN's 12AX demos: 0.3-0.5 s per epoch on one thread, 2-27 s on two
+        at load average 2-3 on 2 cores)."""
+        if num_params < SMALL_MODEL_PARAMS and not os.environ.get("OMP_NUM_THREADS"):
+            torch.set_num_threads(1)
 
     def create_optimizer(self, params: list[Any], spec: OptimizerSpec, learning_rate: float) -> Any:
         cls = _optimizer_class(spec.name)

@@ -89,9 +89,10 @@ class ExternData:
             self.entries[key] = self._parse(key, spec[key])
         self.entries = {key: self.entries[key] for key in spec}
         self.nodes = {
-            k: Node(e.sparse_dim, "sparse") if e.sparse_dim is not None else Node(e.feature_dim, "dense")
+            k: Node(e.sparse_dim, "sparse", e.time_dim) if e.sparse_dim is not None
+            else Node(e.feature_dim, "dense", e.time_dim)
             for k, e in self.entries.items()
-        }
+        }  # fmt: skip
 
     def _parse(self, key: str, opts: Any) -> DataEntry:
         if self.data_keys is not None and key not in self.data_keys:
@@ -201,16 +202,20 @@ class ExternData:
                               backend=backend)  # fmt: skip
         return out
 
-    def tensors(self, batch: dict[str, np.ndarray]) -> dict[str, Tensor]:
-        """:return: Tensors for a padded batch of the synthetic dataset (``data_len`` / ``classes_len`` lengths)"""
+    def tensors(self, batch: Any) -> dict[str, Tensor]:
+        """:return: Tensors on the selected backend of a padded :class:`~returnn_ls.training.batching.Batch` (for
+        scripts and tests; the engine builds its batches with :meth:`tensor_dict` inside the step)
+
+        Example: ``extern.tensors(next(iterate_batches(dataset, batch_size=8)))["data"]``
+        """
         from returnn_ls import _backend
 
         backend = _backend.selected_backend()
-        lengths = {"data": "data_len", "alignment": "data_len", "classes": "classes_len"}
         raw = {}
-        for key in self.entries:
-            raw[key] = backend.convert(batch[key])
-            raw[f"{key}:seq_len"] = backend.convert(batch[lengths[key]])
+        for key, entry in self.entries.items():
+            raw[key] = backend.convert(np.asarray(batch.data[key], dtype=entry.dtype))
+            if entry.time_dim is not None:
+                raw[f"{key}:seq_len"] = backend.convert(np.asarray(batch.lengths[key], dtype=np.int32))
         return dict(self.tensor_dict(raw, backend).items())
 
 

@@ -1,4 +1,5 @@
-"""A network dict as a :class:`~returnn_ls.training.task.Task`: an ``rf.Module`` of its parameters and a train step.
+"""A network dict as a :class:`~returnn_ls.training.task.Task`: its ``rf.Module``
+(:class:`~returnn_ls.training.network_module.NetworkModule`) and a train step, for the one engine.
 
 The train step runs the network and marks, per loss layer, RETURNN's scores: ``score`` (the loss as optimized,
 normalized per frame, or per target label for CTC) and ``error`` (the frame error rate, or the label error rate
@@ -9,50 +10,31 @@ calibration error and the reliability bins of the first loss layer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 import returnn_ls as rf
 from returnn_ls.dim import batch_dim
-from returnn_ls.nn import Module, Parameter
 from returnn_ls.ops import align
 from returnn_ls.tensor import Tensor
 from returnn_ls.training.config import Config
 from returnn_ls.training.extern_data import ExternData
-from returnn_ls.training.layers import SMOOTHING_OPTIONS, LossOutput
+from returnn_ls.training.layers import LossOutput
 from returnn_ls.training.metrics import MetricAccumulator, edit_alignment
-from returnn_ls.training.network import Network, replace_smoothing
+from returnn_ls.training.network import Network
+from returnn_ls.training.network_module import NetworkModule
 from returnn_ls.training.task import Task
 
-__all__ = ["NetworkModule", "NetworkTask", "network_task"]
-
-
-class NetworkModule(Module):
-    """The parameters of a network dict (``"layer/W"``, ``"layer/b"``) as :class:`~returnn_ls.Parameter` s, with the
-    initial values of :meth:`Network.init_params` (the same on both backends)."""
-
-    def __init__(self, network: Network, seed: int):
-        dims = network.param_dims()
-        self.params = {name: Parameter(dims[name], initial=value) for name, value in network.init_params(seed).items()}
-
-    def _attributes(self) -> Iterable[tuple[str, Any]]:
-        return self.params.items()
-
-    def raw_params(self) -> dict[str, Any]:
-        """:return: ``"layer/W" -> raw parameter``, as :class:`Network` takes them"""
-        return {name: p.raw_tensor for name, p in self.params.items()}
+__all__ = ["NetworkTask", "network_task"]
 
 
 def _frame_error(lo: LossOutput) -> Tensor:
-    """:return: per frame 1.0 where the best label of the model is not the target (the target's best label)"""
-    lp, vocab, target = lo.log_probs, lo.vocab, lo.target
-    best = rf.reduce_max(lp, axis=vocab)
-    if target.sparse_dim is not None:
-        return rf.cast(rf.gather(lp, indices=target, axis=vocab) < best, "float32")
-    hit = (lp >= best) & (target >= rf.reduce_max(target, axis=vocab))
-    return rf.cast(rf.reduce_max(rf.cast(hit, "float32"), axis=vocab) < 0.5, "float32")
+    """:return: per frame 1.0 where the model's arg max is not the target (for a distribution: its arg max), as
+    RETURNN's frame error (the first index among equal maxima)"""
+    best = rf.reduce_argmax(lo.log_probs, axis=lo.vocab)
+    target = lo.target if lo.target.sparse_dim is not None else rf.reduce_argmax(lo.target, axis=lo.vocab)
+    return rf.cast(rf.cast(best, "int32") != rf.cast(target, "int32"), "float32")
 
 
 def _time(x: Tensor) -> Any:
@@ -62,8 +44,8 @@ def _time(x: Tensor) -> Any:
 class NetworkTask(Task):
     """The task of a network dict (see the module docstring)."""
 
-    def __init__(self, network: Network, eval_network: Network | None, seed: int):
-        super().__init__(NetworkModule(network, seed), self._train_step, "network")
+    def __init__(self, network: Network, eval_network: Network | None):
+        super().__init__(NetworkModule(network), self._train_step, "network")
         self.network, self.eval_network = network, eval_network
         self.layers = network.loss_layers()
         self._extras: dict[str, Any] = {}
@@ -76,7 +58,7 @@ class NetworkTask(Task):
 
     def _train_step(self, *, model: NetworkModule, extern_data: Any, **_: Any) -> None:
         tensors = dict(extern_data.items())
-        out = self.network(model.raw_params(), tensors)
+        out = model(tensors)
         ctx = rf.get_run_ctx()
         self._extras = {}
         for layer in self.layers:
@@ -90,7 +72,7 @@ class NetworkTask(Task):
                 self._extras.update(self._ctc_outputs(f"ctc:{layer}", lo))
                 self._blank[f"ctc:{layer}"] = int(lo.blank_index or 0)
         if not ctx.train_flag:
-            plain = self.eval_network(model.raw_params(), tensors) if self.eval_network else out
+            plain = model(tensors, network=self.eval_network, reuse=out) if self.eval_network else out
             self._extras.update(self._metric_outputs(plain.losses))
 
     def _ctc_outputs(self, prefix: str, lo: LossOutput) -> dict[str, Any]:
@@ -179,24 +161,12 @@ def _ctc_errors(outputs: dict[str, np.ndarray], prefix: str, blank: int) -> tupl
 
 
 def network_task(config: Config, extern: ExternData) -> NetworkTask:
-    """:return: the task of the config's ``network`` on ``extern``; parameters seeded by the config's seed
+    """:return: the task of the config's ``network`` on ``extern``; the parameters come from the generator that the
+    caller seeded (``rf.set_random_seed``)
+
+    Example: ``task = network_task(config, ExternData(extern_data_spec(config), config, data_keys=train.keys))``
 
     :raise ConfigError: for an invalid network (see :class:`Network`)
     """
-    spec = config.get("network")
-    network = Network(spec, extern, config)
-    eval_network = Network(replace_smoothing(spec, 0.0)[0], extern, config) if _smoothed(spec) else None
-    return NetworkTask(network, eval_network, int(config.get("seed")))
-
-
-def _smoothed(spec: dict) -> bool:
-    """:return: whether any label-smoothing option of the network dict is not 0 (then dev runs it unsmoothed too)"""
-    for layer in spec.values():
-        cls = layer.get("class")
-        if cls in SMOOTHING_OPTIONS:
-            value = layer.get(SMOOTHING_OPTIONS[cls])
-            if value not in (None, 0, 0.0) and not (SMOOTHING_OPTIONS[cls] == "label_prob" and value == 1.0):
-                return True
-        if cls == "softmax" and layer.get("loss") and (layer.get("loss_opts") or {}).get("label_smoothing"):
-            return True
-    return False
+    network = Network(config.get("network"), extern, config)
+    return NetworkTask(network, network.with_smoothing(0.0) if network.smoothed() else None)

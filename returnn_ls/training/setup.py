@@ -105,6 +105,7 @@ def build_setup(config: Config, backend: str, *, out_dir: str, epochs: int | Non
         raise config.error(
             "the model has no trainable parameters", "network" if task.kind == "network" else "get_model"
         )
+    trainer.limit_threads(sum(int(np.prod(tuple(p.shape))) for _, p in params))
     try:
         optimizer = trainer.create_optimizer([p for _, p in params], optimizer_spec(config, backend), learning_rate)
     except ValueError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 from returnn_ls.training.datasets.base import BASE_OPTIONS, NOOP_OPTIONS, DataKey, Dataset
 from returnn_ls.training.datasets.hdf import HDFDataset
 from returnn_ls.training.datasets.seq_order import check_seq_ordering
-from returnn_ls.training.datasets.synthetic import DATASET_OPTIONS, SyntheticDataset, collate
+from returnn_ls.training.datasets.synthetic import DATASET_OPTIONS, SyntheticDataset
 from returnn_ls.training.datasets.task12ax import Task12AXDataset
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "HDFDataset",
     "SyntheticDataset",
     "Task12AXDataset",
-    "collate",
     "make_dataset",
 ]
 

@@ -14,14 +14,13 @@ options of :class:`~returnn_ls.training.datasets.base.Dataset` order them per ep
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from returnn_ls.training.datasets.base import DataKey, Dataset, check_int
 
-__all__ = ["DATASET_OPTIONS", "SyntheticDataset", "collate"]
+__all__ = ["DATASET_OPTIONS", "SyntheticDataset"]
 
 #: Options of a ``{"class": "synthetic", ...}`` dict and their defaults.
 DATASET_OPTIONS: dict[str, Any] = {
@@ -114,33 +113,3 @@ class SyntheticDataset(Dataset):
 
     def _corpus_seq_lens(self) -> np.ndarray:
         return np.array([len(seq["data"]) for seq in self.seqs])
-
-    def batches(self, batch_size: int, *, shuffle_seed: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-        """Yield padded batches: ``data`` [B, T, D], ``alignment`` [B, T], ``classes`` [B, L] and the lengths
-        ``data_len`` [B] and ``classes_len`` [B] (padding is 0). This is the batch dict of the training loop that
-        predates :func:`returnn_ls.training.batching.iterate_batches` (kept for it and the demos).
-
-        :param shuffle_seed: shuffle the sequence order with this seed; None keeps the order
-        """
-        order = np.arange(len(self.seqs))
-        if shuffle_seed is not None:
-            np.random.default_rng(shuffle_seed).shuffle(order)
-        for start in range(0, len(order), batch_size):
-            yield collate([self.seqs[i] for i in order[start : start + batch_size]])
-
-    def num_batches(self, batch_size: int) -> int:
-        """:return: the number of batches of :meth:`batches`"""
-        return -(-len(self.seqs) // batch_size)
-
-
-def collate(seqs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """:return: the padded batch of ``seqs`` (see :meth:`SyntheticDataset.batches`)"""
-    out: dict[str, np.ndarray] = {}
-    for key, len_key in (("data", "data_len"), ("alignment", "data_len"), ("classes", "classes_len")):
-        lens = np.array([len(s[key]) for s in seqs], dtype=np.int32)
-        shape = (len(seqs), int(lens.max())) + seqs[0][key].shape[1:]
-        padded = np.zeros(shape, dtype=seqs[0][key].dtype)
-        for i, s in enumerate(seqs):
-            padded[i, : len(s[key])] = s[key]
-        out[key], out[len_key] = padded, lens
-    return out
