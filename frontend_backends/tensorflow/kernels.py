@@ -1,0 +1,61 @@
+"""Helpers of the TensorFlow kernels: XLA-compiled kernels for large inputs, the compute dtype.
+
+Why XLA: TensorFlow runs each op of a graph as its own kernel, and every op with a result of the logits' size
+writes a fresh buffer of that size (``[frames, labels]`` floats, 160 MB at 4096 x 10,000). A loss written as
+a handful of elementwise ops therefore costs a handful of full passes and buffers, also inside ``tf.function``.
+The same function compiled by XLA (``tf.function(jit_compile=True)``) becomes a few fused loops that read the
+logits and write only the result. Compiling costs time once per input shape, so small inputs run op by op.
+Called inside an outer ``jit_compile=True`` function, a compiled kernel is simply inlined into the outer one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+#: Inputs with at least this many elements run XLA-compiled; below it compiling costs more than it saves. An
+#: input whose size is unknown while tracing (a ``tf.function`` with a dynamic batch) counts as large.
+XLA_MIN_ELEMENTS = 1 << 20
+
+
+def compute_dtype(x: tf.Tensor) -> tf.DType:
+    """:return: the dtype losses of ``x`` are accumulated in: float64 for float64, else float32"""
+    return tf.float64 if x.dtype == tf.float64 else tf.float32
+
+
+def is_large(size: int | None) -> bool:
+    """:return: whether ``size`` elements (None: unknown) are enough to compile (:data:`XLA_MIN_ELEMENTS`)"""
+    return size is None or size >= XLA_MIN_ELEMENTS
+
+
+def _size_of_first(x: tf.Tensor, *_: Any) -> int | None:
+    return x.shape.num_elements()
+
+
+class Kernel:
+    """A function of tensors, run XLA-compiled for large inputs (:func:`is_large`), else op by op.
+
+    The compiled version is ``tf.function(fn, jit_compile=True, reduce_retracing=True)``: it is traced again
+    only for new dtypes or non-tensor arguments, and XLA compiles it once per concrete input shape.
+    ``size`` maps the arguments to the number of elements that decides (default: those of the first one).
+
+    Example::
+
+        @Kernel
+        def scale_rows(x, s):
+            return x * s[:, None]
+
+        y = scale_rows(tf.ones([4096, 1000]), tf.ones([4096]))  # compiled: 4M elements
+    """
+
+    def __init__(self, fn: Callable[..., Any], size: Callable[..., int | None] = _size_of_first):
+        self.fn = fn
+        self.size = size
+        self.compiled = tf.function(fn, jit_compile=True, reduce_retracing=True)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any) -> Any:
+        return (self.compiled if is_large(self.size(*args)) else self.fn)(*args)
