@@ -14,7 +14,7 @@ from returnn_ls import Dim, _backend
 
 tf = pytest.importorskip("tensorflow")
 
-from frontend_backends.tensorflow import kernels  # noqa: E402  (needs tensorflow)
+from frontend_backends.tensorflow import kernels, linear_ce  # noqa: E402  (needs tensorflow)
 
 B, T, H, K = 2, 4, 3, 6
 LENS = np.array([4, 3])
@@ -45,14 +45,14 @@ def _dims():
     return batch, time, vocab, hid
 
 
-def _run(program, inputs, mode):
-    """:return: (per-frame loss, gradients w.r.t. ``inputs``) of ``sum(program(*inputs) * UPSTREAM)`` in ``mode``"""
+def _run(program, inputs, mode, upstream=UPSTREAM):
+    """:return: (per-frame loss, gradients w.r.t. ``inputs``) of ``sum(program(*inputs) * upstream)`` in ``mode``"""
 
     def value_and_grads(*raw):
         with tf.GradientTape() as tape:
             tape.watch(raw)
             loss = program(*raw)
-            total = tf.reduce_sum(tf.cast(loss, tf.float32) * UPSTREAM)
+            total = tf.reduce_sum(tf.cast(loss, tf.float32) * upstream)
         return loss, tape.gradient(total, raw)
 
     if mode != "eager":
@@ -145,12 +145,29 @@ def _linear_ce(raw_h, raw_w):
     ).raw_tensor  # fmt: skip
 
 
+@pytest.fixture(params=["precomputed", "precomputed_uniform_upstream", "by_frames", "by_labels"])
+def linear_path(request, monkeypatch):
+    """How the gradient of the fused linear CE is made (see ``linear_ce``); :return: the upstream gradient.
+
+    ``precomputed`` with a per-frame upstream gradient falls back to recomputing by frames.
+    """
+    if request.param == "by_frames":  # as if no tape watched the inputs during the forward pass
+        monkeypatch.setattr(linear_ce, "_tape_watches", lambda tensors: False)
+    if request.param == "by_labels":  # as if the weight were huge
+        monkeypatch.setattr(linear_ce, "PRECOMPUTE_MAX_WEIGHT_ELEMENTS", 0)
+    previous = _backend._selected
+    rf.select_backend("tensorflow")
+    yield np.full_like(UPSTREAM, 0.5) if request.param.endswith("uniform_upstream") else UPSTREAM
+    _backend._selected = previous
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_linear_cross_entropy_matches_numpy_in_every_mode(kernel_mode, mode):
+def test_linear_cross_entropy_matches_numpy_in_every_mode(linear_path, mode):
+    upstream = linear_path
     z = HIDDEN.astype(np.float64) @ WEIGHT
     q = np.full((B, T, K), 0.2 / K) + 0.8 * np.eye(K)[LABELS]
-    dz = (_softmax(z) - q) * (UPSTREAM * VALID)[..., None]
-    loss, (dh, dw) = _run(_linear_ce, [HIDDEN, WEIGHT], mode)
+    dz = (_softmax(z) - q) * (upstream * VALID)[..., None]
+    loss, (dh, dw) = _run(_linear_ce, [HIDDEN, WEIGHT], mode, upstream)
     np.testing.assert_allclose(loss, -(q * np.log(_softmax(z))).sum(-1) * VALID, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dh, dz @ WEIGHT.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dw, np.einsum("bth,btk->hk", HIDDEN, dz), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,77 @@
+r"""The gradients of the fused projection + label-smoothed CE by blocks of labels, for a huge weight ``W [H, K]``.
+
+Recomputing by chunks of frames (:mod:`.linear_ce`) accumulates ``dW += h_c^T @ G_c``: every chunk makes a
+product of ``W``'s size, so ``W``'s gradient, that product and the new sum (three buffers of ``W``'s size) exist
+at once; at ``H = 1024``, ``K = 262,144`` those are 1 GB each. By labels instead, a block ``k`` of ``B`` labels
+needs only the logits ``z_k = h @ W[:, k] + b[k]`` ``[N, B]`` and the stored ``lse`` for its part of the
+gradient ``G_k = dl * (softmax - q)[:, k]``, and then::
+
+    dW[:, k] = h^T @ G_k      (final: written once, in place)      dh += G_k @ W[:, k]^T      db[k] = sum G_k
+
+So besides ``dW`` itself only ``[N, B]`` and ``[H, B]`` temporaries exist. The loop is XLA-compiled, because
+XLA writes ``dW[:, k]`` into the loop's buffer in place (``dynamic_update_slice``); TensorFlow's own ops would
+copy ``dW`` at every step (or concatenate the blocks at the end, again two buffers of ``W``'s size). The last
+block is shifted left to end at ``K`` (static shapes); its columns already written earlier are kept.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# XLA's dynamic_update_slice, as jax2tf uses it: TensorFlow has no public in-place slice update.
+from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
+
+__all__ = ["backward_by_labels"]
+
+
+def _block_size(num_frames: int | None, num_labels: int, chunk: int) -> int:
+    """:return: labels per block: the logits ``[N, B]`` of a block as large as those of a chunk of frames"""
+    if num_frames is None:
+        return min(num_labels, 1024)
+    return max(1, min(num_labels, chunk * num_labels // max(1, num_frames)))
+
+
+def _block_gradient(z, labels, lse, dl, y, off_y, on_y, v_block, vsum):
+    """:return: ``G_k = dl * (coef * softmax - off_y * v - on_y * onehot(y))`` on the labels ``labels`` ``[B]``"""
+    coef = (off_y * vsum + on_y) * dl
+    shift = (off_y * dl)[:, None]
+    g = tf.exp(z - lse[:, None]) * coef[:, None] - (shift if v_block is None else shift * v_block[None, :])
+    return tf.where(labels[None, :] == y[:, None], g - (on_y * dl)[:, None], g)
+
+
+def _by_labels(h, w, b, y, off_y, on_y, v, vsum, lse, dl, chunk):
+    cdt = lse.dtype
+    num_hidden, num_labels = w.shape
+    block = _block_size(h.shape[0], num_labels, chunk)
+    num_blocks = -(-num_labels // block)
+    w_c, h_c = tf.cast(w, cdt), tf.cast(h, cdt)
+
+    def body(i, dh, dw, db):
+        start = tf.minimum(i * block, num_labels - block)
+        labels = start + tf.range(block)
+        w_k = tf.slice(w_c, [0, start], [num_hidden, block])
+        z = tf.matmul(h_c, w_k) if b is None else tf.matmul(h_c, w_k) + tf.cast(tf.slice(b, [start], [block]), cdt)
+        v_k = None if v is None else tf.slice(v, [start], [block])
+        fresh = labels >= i * block  # columns no earlier block wrote
+        g = tf.where(fresh[None, :], _block_gradient(z, labels, lse, dl, y, off_y, on_y, v_k, vsum), tf.zeros([], cdt))
+        dw_k = tf.where(fresh[None, :], tf.matmul(h_c, g, transpose_a=True), tf.slice(dw, [0, start], [-1, block]))
+        db_k = tf.where(fresh, tf.reduce_sum(g, 0), tf.slice(db, [start], [block]))
+        dw = dynamic_update_slice(dw, dw_k, tf.stack([0, start]))
+        db = dynamic_update_slice(db, db_k, tf.reshape(start, [1]))
+        return i + 1, dh + tf.matmul(g, w_k, transpose_b=True), dw, db
+
+    init = (0, tf.zeros(tf.shape(h), cdt), tf.zeros(tf.shape(w), cdt), tf.zeros([num_labels], cdt))
+    _, dh, dw, db = tf.while_loop(lambda i, *_: i < num_blocks, body, init)
+    return dh, dw, db
+
+
+_by_labels_compiled = tf.function(_by_labels, jit_compile=True)
+
+
+def backward_by_labels(h, w, b, t, lse, dl):
+    """:return: (dh ``[N, H]``, dW ``[H, K]``, db ``[K]``) in the compute dtype, by blocks of labels (module doc)
+
+    ``t`` holds the per-frame target data of ``linear_ce.linear_label_smoothed_cross_entropy``; ``dl`` is the
+    upstream per-frame gradient, 0 on masked frames.
+    """
+    return _by_labels_compiled(h, w, b, t["y"], t["off_y"], t["on_y"], t["v"], t["vsum"], lse, dl, t["chunk"])
