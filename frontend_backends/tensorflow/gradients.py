@@ -145,8 +145,11 @@ def log_softmax_smoothed_nll(logits, log_probs, targets, scale, shift, sum_weigh
 
 
 def _scatter_size(dy, indices, num_labels, dtype) -> int | None:
+    """:return: the size of the result; 0 (run op by op) for a label count only known at run time (XLA needs it)"""
+    if not isinstance(num_labels, int):
+        return 0
     size = dy.shape.num_elements()
-    return None if size is None or not isinstance(num_labels, int) else size * num_labels
+    return None if size is None else size * num_labels
 
 
 def _one_hot_scatter(dy, indices, num_labels, dtype):
