@@ -10,8 +10,8 @@ gradient ``G_k = dl * (softmax - q)[:, k]``, and then::
 
 So besides ``dW`` itself only ``[N, B]`` and ``[H, B]`` temporaries exist. The loop is XLA-compiled, because
 XLA writes ``dW[:, k]`` into the loop's buffer in place (``dynamic_update_slice``); TensorFlow's own ops would
-copy ``dW`` at every step (or concatenate the blocks at the end, again two buffers of ``W``'s size). The last
-block is shifted left to end at ``K`` (static shapes); its columns already written earlier are kept.
+copy ``dW`` at every step (or concatenate the blocks at the end, again two buffers of ``W``'s size). The loop runs
+over the full blocks; the ``K mod B`` remaining labels are one more, smaller step after it (static shapes).
 """
 
 from __future__ import annotations
@@ -31,37 +31,45 @@ def _block_size(num_frames: int | None, num_labels: int, chunk: int) -> int:
     return max(1, min(num_labels, chunk * num_labels // max(1, num_frames)))
 
 
-def _block_gradient(z, labels, lse, dl, y, off_y, on_y, v_block, vsum):
-    """:return: ``G_k = dl * (coef * softmax - off_y * v - on_y * onehot(y))`` on the labels ``labels`` ``[B]``"""
+def _block(h, w, b, y, off_y, on_y, v, vsum, lse, dl, start, size):
+    """:return: (``G_k``, ``W[:, k]``) on the labels ``k = start .. start + size - 1`` (``size`` static), where
+    ``G_k = dl * (coef * softmax - off_y * v - on_y * onehot(y))`` and ``coef = off_y * V + on_y``"""
+    cdt = lse.dtype
+    w_k = tf.cast(tf.slice(w, [0, start], [w.shape[0], size]), cdt)
+    z = tf.matmul(tf.cast(h, cdt), w_k)
+    if b is not None:
+        z += tf.cast(tf.slice(b, [start], [size]), cdt)
     coef = (off_y * vsum + on_y) * dl
     shift = (off_y * dl)[:, None]
-    g = tf.exp(z - lse[:, None]) * coef[:, None] - (shift if v_block is None else shift * v_block[None, :])
-    return tf.where(labels[None, :] == y[:, None], g - (on_y * dl)[:, None], g)
+    if v is not None:
+        shift = shift * tf.slice(v, [start], [size])[None, :]
+    g = tf.exp(z - lse[:, None]) * coef[:, None] - shift
+    is_target = (start + tf.range(size))[None, :] == y[:, None]
+    return tf.where(is_target, g - (on_y * dl)[:, None], g), w_k
 
 
 def _by_labels(h, w, b, y, off_y, on_y, v, vsum, lse, dl, chunk):
+    """:return: (dh, dW, db): a loop over the full blocks of labels, then the remaining labels (static shapes)"""
     cdt = lse.dtype
-    num_hidden, num_labels = w.shape
-    block = _block_size(h.shape[0], num_labels, chunk)
-    num_blocks = -(-num_labels // block)
-    w_c, h_c = tf.cast(w, cdt), tf.cast(h, cdt)
+    num_labels = w.shape[1]
+    size = _block_size(h.shape[0], num_labels, chunk)
+    per_frame = (y, off_y, on_y, v, vsum, lse, dl)
+    h_c = tf.cast(h, cdt)
+
+    def update(start, size, dh, dw, db):
+        g, w_k = _block(h, w, b, *per_frame, start, size)
+        dw = dynamic_update_slice(dw, tf.matmul(h_c, g, transpose_a=True), tf.stack([0, start]))
+        db = dynamic_update_slice(db, tf.reduce_sum(g, 0), tf.reshape(start, [1]))
+        return dh + tf.matmul(g, w_k, transpose_b=True), dw, db
 
     def body(i, dh, dw, db):
-        start = tf.minimum(i * block, num_labels - block)
-        labels = start + tf.range(block)
-        w_k = tf.slice(w_c, [0, start], [num_hidden, block])
-        z = tf.matmul(h_c, w_k) if b is None else tf.matmul(h_c, w_k) + tf.cast(tf.slice(b, [start], [block]), cdt)
-        v_k = None if v is None else tf.slice(v, [start], [block])
-        fresh = labels >= i * block  # columns no earlier block wrote
-        g = tf.where(fresh[None, :], _block_gradient(z, labels, lse, dl, y, off_y, on_y, v_k, vsum), tf.zeros([], cdt))
-        dw_k = tf.where(fresh[None, :], tf.matmul(h_c, g, transpose_a=True), tf.slice(dw, [0, start], [-1, block]))
-        db_k = tf.where(fresh, tf.reduce_sum(g, 0), tf.slice(db, [start], [block]))
-        dw = dynamic_update_slice(dw, dw_k, tf.stack([0, start]))
-        db = dynamic_update_slice(db, db_k, tf.reshape(start, [1]))
-        return i + 1, dh + tf.matmul(g, w_k, transpose_b=True), dw, db
+        return (i + 1, *update(i * size, size, dh, dw, db))
 
     init = (0, tf.zeros(tf.shape(h), cdt), tf.zeros(tf.shape(w), cdt), tf.zeros([num_labels], cdt))
-    _, dh, dw, db = tf.while_loop(lambda i, *_: i < num_blocks, body, init)
+    _, dh, dw, db = tf.while_loop(lambda i, *_: i < num_labels // size, body, init)
+    rest = num_labels % size
+    if rest:
+        dh, dw, db = update(tf.constant(num_labels - rest), rest, dh, dw, db)
     return dh, dw, db
 
 
