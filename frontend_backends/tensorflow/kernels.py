@@ -5,7 +5,7 @@ writes a fresh buffer of that size (``[frames, labels]`` floats, 160 MB at 4096 
 a handful of elementwise ops therefore costs a handful of full passes and buffers, also inside ``tf.function``.
 The same function compiled by XLA (``tf.function(jit_compile=True)``) becomes a few fused loops that read the
 logits and write only the result. Compiling costs time once per input shape, so small inputs run op by op.
-Called inside an outer ``jit_compile=True`` function, a compiled kernel is simply inlined into the outer one.
+Inside an outer ``jit_compile=True`` function a kernel runs as plain ops, which XLA compiles with the outer ones.
 """
 
 from __future__ import annotations
@@ -15,6 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
+
+try:  # whether a graph is compiled by XLA as a whole (inside ``tf.function(jit_compile=True)``); no public API
+    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext as _in_xla_context
+except ImportError:  # pragma: no cover  (then nested compiled kernels run as such: correct, more memory once)
+
+    def _in_xla_context(graph: Any) -> bool:
+        return False
+
 
 #: Inputs with at least this many elements run XLA-compiled; below it compiling costs more than it saves. An
 #: input whose size is unknown while tracing (a ``tf.function`` with a dynamic batch) counts as large.
@@ -29,6 +37,15 @@ def compute_dtype(x: tf.Tensor) -> tf.DType:
 def is_large(size: int | None) -> bool:
     """:return: whether ``size`` elements (None: unknown) are enough to compile (:data:`XLA_MIN_ELEMENTS`)"""
     return size is None or size >= XLA_MIN_ELEMENTS
+
+
+def in_xla_context() -> bool:
+    """:return: whether the ops being created are compiled by an enclosing ``tf.function(jit_compile=True)``.
+
+    A compiled kernel called there must run as plain ops: XLA then fuses them into the enclosing computation. Called
+    as a nested compiled function instead, its first run takes an extra buffer of its inputs' size.
+    """
+    return not tf.executing_eagerly() and _in_xla_context(tf.compat.v1.get_default_graph())
 
 
 def _size_of_first(x: tf.Tensor, *_: Any) -> int | None:
@@ -58,4 +75,5 @@ class Kernel:
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any) -> Any:
-        return (self.compiled if is_large(self.size(*args)) else self.fn)(*args)
+        compile_here = is_large(self.size(*args)) and not in_xla_context()
+        return (self.compiled if compile_here else self.fn)(*args)

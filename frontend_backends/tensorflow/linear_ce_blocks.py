@@ -21,6 +21,8 @@ import tensorflow as tf
 # XLA's dynamic_update_slice, as jax2tf uses it: TensorFlow has no public in-place slice update.
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
+from frontend_backends.tensorflow.kernels import in_xla_context
+
 __all__ = ["backward_by_labels"]
 
 
@@ -82,4 +84,5 @@ def backward_by_labels(h, w, b, t, lse, dl):
     ``t`` holds the per-frame target data of ``linear_ce.linear_label_smoothed_cross_entropy``; ``dl`` is the
     upstream per-frame gradient, 0 on masked frames.
     """
-    return _by_labels_compiled(h, w, b, t["y"], t["off_y"], t["on_y"], t["v"], t["vsum"], lse, dl, t["chunk"])
+    fn = _by_labels if in_xla_context() else _by_labels_compiled
+    return fn(h, w, b, t["y"], t["off_y"], t["on_y"], t["v"], t["vsum"], lse, dl, t["chunk"])
