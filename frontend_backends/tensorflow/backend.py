@@ -131,7 +131,7 @@ class TensorFlowBackend(Backend):
         return _REDUCE[op](x, axis=axes, keepdims=keepdims)
 
     def log_softmax(self, x: Any, axis: int) -> Any:
-        return _in_float32_if_bfloat16(tf.nn.log_softmax, x, axis)
+        return _in_float32_if_bfloat16(gradients.log_softmax, x, axis)
 
     def softmax(self, x: Any, axis: int) -> Any:
         return _in_float32_if_bfloat16(tf.nn.softmax, x, axis)

@@ -19,7 +19,20 @@ from typing import Any
 
 import tensorflow as tf
 
-from frontend_backends.tensorflow.kernels import Kernel
+from frontend_backends.tensorflow.kernels import Kernel, in_xla_context, remember_softmax, remembered_softmax
+
+
+def log_softmax(x: tf.Tensor, axis: int) -> tf.Tensor:
+    """:return: ``x - logsumexp(x, axis)``: ``tf.nn.log_softmax``, except under XLA, where it is written out so that
+    the backward passes of this module can reuse its ``softmax`` (:func:`.kernels.remembered_softmax`)"""
+    if not in_xla_context() or x.dtype not in (tf.float32, tf.float64):
+        return tf.nn.log_softmax(x, axis=axis)
+    top = tf.stop_gradient(tf.reduce_max(x, axis=axis, keepdims=True))  # any constant shift; no gradient
+    exp = tf.exp(x - top)
+    total = tf.reduce_sum(exp, axis=axis, keepdims=True)
+    log_probs = (x - top) - tf.math.log(total)
+    remember_softmax(log_probs, exp / total)
+    return log_probs
 
 
 def _as_tensor(value: Any, dtype: tf.DType) -> tf.Tensor:
@@ -66,8 +79,9 @@ def scaled_gradient_ext(x, scale, shift, sum_axis, sum_weight):
 
 
 @Kernel
-def _smoothed_logit_gradient(dy, log_probs, scale, shift, sum_weight, axis, out_dtype):
-    """:return: ``dz`` of the module docstring, in ``out_dtype`` (half precision computed in float32)"""
+def _smoothed_logit_gradient(dy, log_probs, scale, shift, sum_weight, axis, out_dtype, softmax=None):
+    """:return: ``dz`` of the module docstring, in ``out_dtype`` (half precision computed in float32);
+    ``softmax`` is ``exp(log_probs)`` unless given"""
     cdt = tf.float64 if dy.dtype == tf.float64 else tf.float32
     g = tf.cast(dy, cdt)
     scale, shift = tf.cast(scale, cdt), tf.cast(shift, cdt)
@@ -78,18 +92,20 @@ def _smoothed_logit_gradient(dy, log_probs, scale, shift, sum_weight, axis, out_
     else:
         g_total = tf.reduce_sum(g * scale, axis=axis, keepdims=True)
     total = g_total + s1 * _sum_along(shift, axis, g)
-    return tf.cast(scaled - tf.exp(tf.cast(log_probs, cdt)) * total, out_dtype)
+    probs = tf.exp(tf.cast(log_probs, cdt)) if softmax is None else tf.cast(softmax, cdt)
+    return tf.cast(scaled - probs * total, out_dtype)
 
 
 def log_softmax_smoothed_gradient(logits, log_probs, axis, scale, shift, sum_weight):
     """See ``Backend.log_softmax_smoothed_gradient``: ``log_probs`` forward, ``dz`` (module docstring) backward."""
     cdt = tf.float64 if log_probs.dtype == tf.float64 else tf.float32
     args = [None if v is None else _as_tensor(v, cdt) for v in (scale, shift, sum_weight)]
+    softmax = remembered_softmax(log_probs)
 
     @tf.custom_gradient
     def op(z):
         def grad(dy):
-            return _smoothed_logit_gradient(dy, log_probs, *args, axis, z.dtype)
+            return _smoothed_logit_gradient(dy, log_probs, *args, axis, z.dtype, softmax)
 
         return tf.identity(log_probs), grad
 
@@ -107,8 +123,9 @@ def _at_targets(value: tf.Tensor, y: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
 
 
 @Kernel
-def _smoothed_nll_gradient(log_probs, targets, dl, scale, shift, sum_weight, out_dtype):
-    """:return: ``dz = shift * S - exp(lp) * T - scale_y * dl * onehot(y)`` (:func:`log_softmax_smoothed_nll`)"""
+def _smoothed_nll_gradient(log_probs, targets, dl, scale, shift, sum_weight, out_dtype, softmax=None):
+    """:return: ``dz = shift * S - exp(lp) * T - scale_y * dl * onehot(y)`` (:func:`log_softmax_smoothed_nll`);
+    ``softmax`` is ``exp(lp)`` unless given"""
     cdt = tf.float64 if log_probs.dtype == tf.float64 else tf.float32
     lp = tf.cast(log_probs, cdt)
     y = tf.cast(targets, tf.int32)
@@ -118,7 +135,7 @@ def _smoothed_nll_gradient(log_probs, targets, dl, scale, shift, sum_weight, out
     s1 = tf.abs(dl) if sum_weight is None else tf.abs(dl) * _at_targets(tf.cast(sum_weight, cdt), y, lp)
     total = s1 * _sum_along(shift, lp.shape.rank - 1, lp) - scale_y * dl
     hit = tf.range(tf.shape(lp)[-1]) == y[..., None]
-    out = shift * s1 - tf.exp(lp) * total
+    out = shift * s1 - (tf.exp(lp) if softmax is None else tf.cast(softmax, cdt)) * total
     return tf.cast(tf.where(hit, out - scale_y * dl, out), out_dtype)
 
 
@@ -133,11 +150,12 @@ def log_softmax_smoothed_nll(logits, log_probs, targets, scale, shift, sum_weigh
     cdt = tf.float64 if log_probs.dtype == tf.float64 else tf.float32
     args = [None if v is None else _as_tensor(v, cdt) for v in (scale, shift, sum_weight)]
     rank = targets.shape.rank
+    softmax = remembered_softmax(log_probs)
 
     @tf.custom_gradient
     def op(z):
         def grad(dl):
-            return _smoothed_nll_gradient(log_probs, targets, dl, *args, z.dtype)
+            return _smoothed_nll_gradient(log_probs, targets, dl, *args, z.dtype, softmax)
 
         return -tf.gather(tf.stop_gradient(log_probs), targets, batch_dims=rank, axis=rank), grad
 

@@ -11,6 +11,7 @@ Inside an outer ``jit_compile=True`` function a kernel runs as plain ops, which 
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,27 @@ def in_xla_context() -> bool:
     as a nested compiled function instead, its first run takes an extra buffer of its inputs' size.
     """
     return not tf.executing_eagerly() and _in_xla_context(tf.compat.v1.get_default_graph())
+
+
+#: Per graph being built under XLA: log-probabilities -> the softmax whose ``exp(x - max)`` XLA materialises anyway.
+_SOFTMAX_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def remember_softmax(log_probs: tf.Tensor, softmax: tf.Tensor) -> None:
+    """Record (under XLA) that ``softmax`` is ``exp(log_probs)``, for :func:`remembered_softmax`."""
+    if in_xla_context():
+        _SOFTMAX_OF.setdefault(tf.compat.v1.get_default_graph(), {})[log_probs.ref()] = softmax
+
+
+def remembered_softmax(log_probs: tf.Tensor) -> tf.Tensor | None:
+    """:return: the softmax recorded for ``log_probs`` in the graph being built (XLA only), else None.
+
+    XLA keeps ``exp(x - max)`` of a log-softmax as a buffer (its sum needs it); reading it back in a backward pass
+    is cheaper than a second ``exp`` over all logits.
+    """
+    if not in_xla_context():
+        return None
+    return _SOFTMAX_OF.get(tf.compat.v1.get_default_graph(), {}).get(log_probs.ref())
 
 
 def _size_of_first(x: tf.Tensor, *_: Any) -> int | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from frontend_backends.tensorflow.kernels import Kernel, compute_dtype
+from frontend_backends.tensorflow.kernels import Kernel, compute_dtype, in_xla_context
 
 _compute_dtype = compute_dtype
 
@@ -27,8 +27,9 @@ def _expand_like(dy: tf.Tensor, grad: tf.Tensor) -> tf.Tensor:
 
 
 @Kernel
-def _rows_loss(x, y, off_y, on_y, v, vsum, z_loss, valid):
-    """:return: (loss ``[N]``, ``lse`` ``[N]``) of the rows ``x`` ``[N, K]`` (module docstring)
+def _rows_loss(x, y, off_y, on_y, v, vsum, z_loss, valid, with_softmax=False):
+    """:return: (loss ``[N]``, ``lse`` ``[N]``, ``softmax(x)`` if ``with_softmax`` else None) of the rows ``x``
+    ``[N, K]`` (module docstring)
 
     With ``top = max(x)`` and ``lse0 = log sum exp(x - top)`` (so ``lse = top + lse0``), the loss is
     ``on_y * (lse0 - (x_y - top)) + off_y * (V * lse0 - (sum_k v_k x_k - V * top))``. Every reduction reads
@@ -36,7 +37,9 @@ def _rows_loss(x, y, off_y, on_y, v, vsum, z_loss, valid):
     """
     x = tf.cast(x, off_y.dtype)
     top = tf.reduce_max(x, axis=-1)
-    lse0 = tf.math.log(tf.reduce_sum(tf.exp(x - top[:, None]), axis=-1))
+    exp = tf.exp(x - top[:, None])
+    total = tf.reduce_sum(exp, axis=-1)
+    lse0 = tf.math.log(total)
     xv = tf.reduce_sum(x, axis=-1) if v is None else tf.linalg.matvec(x, v)
     x_y = tf.gather(x, y, batch_dims=1)
     loss = on_y * (lse0 - (x_y - top)) + off_y * (vsum * lse0 - (xv - vsum * top))
@@ -45,20 +48,23 @@ def _rows_loss(x, y, off_y, on_y, v, vsum, z_loss, valid):
         loss += z_loss * tf.square(lse)
     if valid is not None:
         loss = tf.where(valid, loss, tf.zeros_like(loss))
-    return loss, lse
+    return loss, lse, exp / total[:, None] if with_softmax else None
 
 
 @Kernel
-def _rows_gradient(x, lse, dl, y, off_y, on_y, v, vsum, z_loss, valid):
+def _rows_gradient(x, lse, dl, y, off_y, on_y, v, vsum, z_loss, valid, softmax=None):
     """:return: ``dl * (coef * softmax(x) - off_y * v - on_y * onehot(y))`` ``[N, K]`` in ``x``'s dtype, where
-    ``coef = off_y * V + on_y + 2 * z_loss * lse``; rows that are not ``valid`` get exactly 0"""
+    ``coef = off_y * V + on_y + 2 * z_loss * lse``; rows that are not ``valid`` get exactly 0. ``softmax`` is
+    ``exp(x - lse)`` unless given."""
     if valid is not None:
         dl = tf.where(valid, dl, tf.zeros_like(dl))
     coef = off_y * vsum + on_y
     if z_loss:
         coef += 2.0 * z_loss * lse
     shift = (off_y * dl)[:, None] if v is None else (off_y * dl)[:, None] * v[None, :]
-    grad = tf.exp(tf.cast(x, lse.dtype) - lse[:, None]) * (coef * dl)[:, None] - shift
+    if softmax is None:
+        softmax = tf.exp(tf.cast(x, lse.dtype) - lse[:, None])
+    grad = softmax * (coef * dl)[:, None] - shift
     is_target = tf.range(tf.shape(x)[-1], dtype=y.dtype)[None, :] == y[:, None]
     grad = tf.where(is_target, grad - (on_y * dl)[:, None], grad)
     if valid is not None:
@@ -71,7 +77,9 @@ def label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask)
 
     The forward pass keeps only ``lse`` per frame (the logits are alive anyway); the backward pass recomputes
     ``softmax`` from the logits and writes the gradient in one pass. So no buffer of the logits' size lives
-    from the forward to the backward pass, in eager mode, in ``tf.function`` and under XLA alike.
+    from the forward to the backward pass in eager mode and in ``tf.function``. Inside an enclosing
+    ``jit_compile=True`` function, XLA materialises ``exp(z - max)`` for its sum anyway (as for Keras's loss);
+    there the backward pass reuses it instead of a second ``exp`` pass over the logits.
     """
     logits = tf.convert_to_tensor(logits)
     frame_shape = tf.shape(logits)[:-1]
@@ -87,11 +95,11 @@ def label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask)
     @tf.custom_gradient
     def op(x):
         rows = tf.reshape(tf.stop_gradient(x), [-1, num_labels])  # keeps the outer tape from recording
-        loss, lse = _rows_loss(rows, *coefficients)
+        loss, lse, softmax = _rows_loss(rows, *coefficients, in_xla_context())
 
         def backward(dy):
             dl = tf.reshape(tf.cast(dy, cdt), [-1])
-            return tf.reshape(_rows_gradient(rows, lse, dl, *coefficients), tf.shape(x))
+            return tf.reshape(_rows_gradient(rows, lse, dl, *coefficients, softmax), tf.shape(x))
 
         return tf.reshape(loss, frame_shape), backward
 
