@@ -49,19 +49,25 @@ def _logits(h, w, b, cdt):
 
 
 def _chunk_loss(z, y, off_y, on_y, v, vsum):
-    """:return: (loss, lse) ``[n]`` of the logits ``z`` ``[n, K]`` (shifted by the row maximum: no cancellation)"""
+    """:return: (loss, lse) ``[n]`` and ``softmax(z)`` of the logits ``z`` ``[n, K]`` (shifted by the row
+    maximum: no cancellation; the softmax reuses the ``exp`` of the sum)"""
     m = tf.reduce_max(z, axis=-1, keepdims=True)
     t = z - m
     tv = tf.reduce_sum(t, -1) if v is None else tf.linalg.matvec(t, v)
-    lse0 = tf.math.log(tf.reduce_sum(tf.exp(t), -1))
-    return on_y * (lse0 - tf.gather(t, y, batch_dims=1)) + off_y * (vsum * lse0 - tv), lse0 + m[:, 0]
+    exp = tf.exp(t)
+    total = tf.reduce_sum(exp, -1)
+    lse0 = tf.math.log(total)
+    loss = on_y * (lse0 - tf.gather(t, y, batch_dims=1)) + off_y * (vsum * lse0 - tv)
+    return loss, lse0 + m[:, 0], exp / total[:, None]
 
 
-def _chunk_grad(z, y, lse, dl, off_y, on_y, v, vsum):
-    """:return: ``dl * (coef * softmax(z) - off_y * v - on_y * onehot(y))`` ``[n, K]``, ``coef = off_y * V + on_y``"""
+def _chunk_grad(z, y, lse, dl, off_y, on_y, v, vsum, probs=None):
+    """:return: ``dl * (coef * softmax(z) - off_y * v - on_y * onehot(y))`` ``[n, K]``, ``coef = off_y * V + on_y``;
+    ``probs`` is ``softmax(z)`` unless given"""
     coef = (off_y * vsum + on_y) * dl
     a = (off_y * dl)[:, None]
-    g = tf.exp(z - lse[:, None]) * coef[:, None] - (a if v is None else a * v[None, :])
+    probs = tf.exp(z - lse[:, None]) if probs is None else probs
+    g = probs * coef[:, None] - (a if v is None else a * v[None, :])
     return g - tf.one_hot(y, tf.shape(z)[-1], dtype=z.dtype) * (on_y * dl)[:, None]
 
 
@@ -84,9 +90,9 @@ def _forward(h, w, b, t, precompute):
 
     def body(i, losses, lses, dh1, dw1, db1):
         z = _logits(hs[i], w, b, cdt)
-        loss, lse = _chunk_loss(z, ys[i], offs[i], ons[i], t["v"], t["vsum"])
+        loss, lse, probs = _chunk_loss(z, ys[i], offs[i], ons[i], t["v"], t["vsum"])
         if precompute:
-            g = _chunk_grad(z, ys[i], lse, dls[i], offs[i], ons[i], t["v"], t["vsum"])
+            g = _chunk_grad(z, ys[i], lse, dls[i], offs[i], ons[i], t["v"], t["vsum"], probs)
             dh1 = dh1.write(i, tf.matmul(g, w_c, transpose_b=True))
             dw1 += tf.matmul(tf.cast(hs[i], cdt), g, transpose_a=True)
             db1 += tf.reduce_sum(g, 0)
