@@ -77,8 +77,8 @@ def make_tensorflow(
 ) -> Step:
     """Build the inputs of ``case`` and :return: a function running its fwd+bwd step once in ``mode``.
 
-    The step differentiates the summed per-frame loss w.r.t. all inputs (logits, or hidden, weight and bias of
-    the linear cases) and waits for the gradients.
+    The step computes the summed per-frame loss and its gradients w.r.t. all inputs (logits, or hidden, weight
+    and bias of the linear cases) and waits for them.
 
     :param case: one of :data:`returnn_ls.bench.cases.LOGIT_CASES` or ``LINEAR_CASES``
     :param frames: rows of the logits (or of ``hidden``)
@@ -112,13 +112,13 @@ def make_tensorflow(
         with tf.GradientTape() as tape:
             tape.watch(inputs)
             total = tf.reduce_sum(loss_fn(*inputs))
-        return tape.gradient(total, inputs)
+        return total, tape.gradient(total, inputs)  # the loss too, as training reports it (XLA would drop it)
 
     if mode != "eager":
         fwd_bwd = tf.function(fwd_bwd, jit_compile=mode == "xla")
 
     def step() -> None:
-        grads = fwd_bwd(*params)
-        grads[0][0, 0].numpy()  # wait for the result (one element: .numpy() of all would copy the gradient)
+        total, _ = fwd_bwd(*params)
+        total.numpy()  # wait for the result (not the gradients': .numpy() would copy them)
 
     return step
