@@ -20,14 +20,16 @@ The logits of at most ``chunk`` frames exist at a time. Three ways to get the gr
   ``dW`` written block by block in place, so no temporary of ``W``'s size exists.
 
 Frames are padded to a multiple of the chunk size (padding frames get ``dl = 0``), so the ``tf.while_loop``\ s
-also work inside ``tf.function`` and under XLA with an unknown number of frames.
+also work inside ``tf.function`` and under XLA with an unknown number of frames. The loops run one chunk at a
+time (``parallel_iterations=1``: graph mode would otherwise start the next chunks' products early and keep their
+logits alive), and a chunk's elementwise work is one XLA-compiled kernel (:mod:`.kernels`).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from frontend_backends.tensorflow.kernels import compute_dtype
+from frontend_backends.tensorflow.kernels import Kernel, compute_dtype
 from frontend_backends.tensorflow.linear_ce_blocks import backward_by_labels
 
 try:  # whether a GradientTape records these tensors: the check tf.custom_gradient itself makes
@@ -71,6 +73,17 @@ def _chunk_grad(z, y, lse, dl, off_y, on_y, v, vsum, probs=None):
     return g - tf.one_hot(y, tf.shape(z)[-1], dtype=z.dtype) * (on_y * dl)[:, None]
 
 
+@Kernel
+def _chunk_forward(z, y, off_y, on_y, v, vsum, dl, with_grad):
+    """:return: (loss, lse) ``[n]`` of the logits ``z`` ``[n, K]``, and their gradient for ``dl`` if ``with_grad``
+    (one kernel: XLA-compiled for large chunks, so the elementwise work is a few fused loops)"""
+    loss, lse, probs = _chunk_loss(z, y, off_y, on_y, v, vsum)
+    return loss, lse, _chunk_grad(z, y, lse, dl, off_y, on_y, v, vsum, probs) if with_grad else None
+
+
+_chunk_grad_kernel = Kernel(_chunk_grad)
+
+
 def _split(x, chunk):
     """:return: ``x`` ``[N, ...]`` padded with zeros to a multiple of ``chunk`` rows, reshaped to ``[C, chunk, ...]``"""
     pad = (-tf.shape(x)[0]) % chunk
@@ -90,9 +103,8 @@ def _forward(h, w, b, t, precompute):
 
     def body(i, losses, lses, dh1, dw1, db1):
         z = _logits(hs[i], w, b, cdt)
-        loss, lse, probs = _chunk_loss(z, ys[i], offs[i], ons[i], t["v"], t["vsum"])
+        loss, lse, g = _chunk_forward(z, ys[i], offs[i], ons[i], t["v"], t["vsum"], dls[i], precompute)
         if precompute:
-            g = _chunk_grad(z, ys[i], lse, dls[i], offs[i], ons[i], t["v"], t["vsum"], probs)
             dh1 = dh1.write(i, tf.matmul(g, w_c, transpose_b=True))
             dw1 += tf.matmul(tf.cast(hs[i], cdt), g, transpose_a=True)
             db1 += tf.reduce_sum(g, 0)
@@ -100,7 +112,9 @@ def _forward(h, w, b, t, precompute):
 
     arrays = [tf.TensorArray(cdt, size=num_chunks) for _ in range(3)]
     grads = [tf.zeros(tf.shape(w), cdt), tf.zeros(tf.shape(w)[-1:], cdt)] if precompute else [0.0, 0.0]
-    _, losses, lses, dh1, dw1, db1 = tf.while_loop(lambda i, *_: i < num_chunks, body, [0] + arrays + grads)
+    _, losses, lses, dh1, dw1, db1 = tf.while_loop(
+        lambda i, *_: i < num_chunks, body, [0] + arrays + grads, parallel_iterations=1
+    )
     loss, lse = (tf.reshape(a.stack(), [-1])[:n] for a in (losses, lses))
     if not precompute:
         return loss, lse, None
@@ -114,13 +128,14 @@ def _backward_by_frames(h, w, b, t, lse, dl):
     w_c = tf.cast(w, cdt)
 
     def body(i, dh_parts, dw, db):
-        g = _chunk_grad(_logits(hs[i], w, b, cdt), ys[i], lses[i], dls[i], offs[i], ons[i], t["v"], t["vsum"])
+        z = _logits(hs[i], w, b, cdt)
+        g = _chunk_grad_kernel(z, ys[i], lses[i], dls[i], offs[i], ons[i], t["v"], t["vsum"])
         dh_parts = dh_parts.write(i, tf.matmul(g, w_c, transpose_b=True))
         dw += tf.matmul(tf.cast(hs[i], cdt), g, transpose_a=True)
         return i + 1, dh_parts, dw, db + tf.reduce_sum(g, 0)
 
     init = (0, tf.TensorArray(cdt, size=tf.shape(hs)[0]), tf.zeros(tf.shape(w), cdt), tf.zeros(tf.shape(w)[-1:], cdt))
-    _, dh_parts, dw, db = tf.while_loop(lambda i, *_: i < tf.shape(hs)[0], body, init)
+    _, dh_parts, dw, db = tf.while_loop(lambda i, *_: i < tf.shape(hs)[0], body, init, parallel_iterations=1)
     return tf.reshape(dh_parts.stack(), [-1, tf.shape(h)[-1]])[: tf.shape(h)[0]], dw, db
 
 

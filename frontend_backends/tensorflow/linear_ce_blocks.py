@@ -68,7 +68,7 @@ def _by_labels(h, w, b, y, off_y, on_y, v, vsum, lse, dl, chunk):
         return (i + 1, *update(i * size, size, dh, dw, db))
 
     init = (0, tf.zeros(tf.shape(h), cdt), tf.zeros(tf.shape(w), cdt), tf.zeros([num_labels], cdt))
-    _, dh, dw, db = tf.while_loop(lambda i, *_: i < num_labels // size, body, init)
+    _, dh, dw, db = tf.while_loop(lambda i, *_: i < num_labels // size, body, init, parallel_iterations=1)
     rest = num_labels % size
     if rest:
         dh, dw, db = update(tf.constant(num_labels - rest), rest, dh, dw, db)
