@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from frontend_backends.base import Backend
-from frontend_backends.tensorflow import linear_ce, losses, nn
+from frontend_backends.tensorflow import gradients, linear_ce, losses, nn
 
 _UNARY = {
     "neg": tf.negative,
@@ -45,39 +45,6 @@ def _as_tensor(value: Any, like: Any) -> Any:
     if isinstance(value, (tf.Tensor, tf.Variable)):
         return value
     return tf.constant(value, dtype=like.dtype)
-
-
-#: Gradients with at least this many elements (static shape) are rescaled by one XLA-compiled kernel (``|g|``
-#: fused into the reduction, multiply and add fused into one pass); below it compiling costs more than it saves.
-XLA_MIN_ELEMENTS = 1 << 20
-
-
-def _scaled_grad(dy, scale, shift, sum_axis, sum_weight):
-    """:return: ``dy * scale + shift * sum(|dy| * sum_weight, sum_axis)`` (see ``Backend.scaled_gradient_ext``)"""
-    if shift is None:
-        return dy * scale
-    if sum_axis is not None:
-        absg = tf.abs(dy) if sum_weight is None else tf.abs(dy) * sum_weight
-        shift = shift * tf.reduce_sum(absg, axis=sum_axis, keepdims=True)
-    return dy * scale + shift
-
-
-_scaled_grad_xla = tf.function(_scaled_grad, jit_compile=True, reduce_retracing=True)
-
-
-def _scaled_gradient_ext(x, scale, shift, sum_axis, sum_weight):
-    @tf.custom_gradient
-    def op(x_, scale_, shift_, sum_weight_):
-        def grad(dy):
-            size = dy.shape.num_elements()
-            fn = _scaled_grad_xla if size is not None and size >= XLA_MIN_ELEMENTS else _scaled_grad
-            args = (shift_ if shift is not None else None, sum_axis, sum_weight_ if sum_weight is not None else None)
-            return fn(dy, scale_, *args), None, None, None
-
-        return tf.identity(x_), grad
-
-    as_t = [_as_tensor(v if v is not None else 0.0, x) for v in (scale, shift, sum_weight)]
-    return op(x, *as_t)
 
 
 def _in_float32_if_bfloat16(fn, x, axis):
@@ -164,13 +131,13 @@ class TensorFlowBackend(Backend):
         return _REDUCE[op](x, axis=axes, keepdims=keepdims)
 
     def log_softmax(self, x: Any, axis: int) -> Any:
-        return _in_float32_if_bfloat16(tf.nn.log_softmax, x, axis)
+        return _in_float32_if_bfloat16(gradients.log_softmax, x, axis)
 
     def softmax(self, x: Any, axis: int) -> Any:
         return _in_float32_if_bfloat16(tf.nn.softmax, x, axis)
 
     def gather_last(self, x: Any, indices: Any) -> Any:
-        return tf.gather(x, indices, batch_dims=len(indices.shape), axis=len(indices.shape))
+        return gradients.gather_last(x, indices)
 
     def matmul(self, a: Any, b: Any) -> Any:
         return tf.tensordot(a, b, axes=1)
@@ -179,7 +146,17 @@ class TensorFlowBackend(Backend):
         return tf.stop_gradient(x)
 
     def scaled_gradient_ext(self, x: Any, scale: Any, shift: Any, sum_axis: int | None, sum_weight: Any = None) -> Any:
-        return _scaled_gradient_ext(x, scale, shift, sum_axis, sum_weight)
+        return gradients.scaled_gradient_ext(x, scale, shift, sum_axis, sum_weight)
+
+    def log_softmax_smoothed_gradient(
+        self, logits: Any, log_probs: Any, axis: int, scale: Any, shift: Any, sum_weight: Any = None
+    ) -> Any:
+        return gradients.log_softmax_smoothed_gradient(logits, log_probs, axis, scale, shift, sum_weight)
+
+    def log_softmax_smoothed_nll(
+        self, logits: Any, log_probs: Any, targets: Any, scale: Any, shift: Any, sum_weight: Any = None
+    ) -> Any:
+        return gradients.log_softmax_smoothed_nll(logits, log_probs, targets, scale, shift, sum_weight)
 
     def label_smoothed_cross_entropy(self, logits, targets, off, on, weight, z_loss, mask) -> Any:
         return losses.label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask)

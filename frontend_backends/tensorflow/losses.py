@@ -1,8 +1,11 @@
 """TensorFlow kernels of the fused label-smoothed cross entropy and the label-smoothed CTC loss.
 
-Both compute the loss and its gradient together in the forward pass of a ``tf.custom_gradient``; the gradient
-function only scales the stored gradient by the incoming per-frame (per-sequence) gradient. See
-``frontend_backends.base.Backend.label_smoothed_cross_entropy`` and ``Backend.ctc_loss`` for the maths.
+The cross entropy is two kernels (XLA-compiled for large logits, see :mod:`.kernels`): the forward pass
+computes each frame's loss and ``lse = logsumexp(z)`` in one read of the logits, the backward pass recomputes
+``softmax(z) = exp(z - lse)`` and writes the gradient in one pass. The CTC loss computes its gradient in the
+forward pass of a ``tf.custom_gradient``, and the gradient function scales it by the incoming per-sequence
+gradient. See ``frontend_backends.base.Backend.label_smoothed_cross_entropy`` and ``Backend.ctc_loss`` for the
+maths.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from typing import Any
 
 import tensorflow as tf
 
+from frontend_backends.tensorflow.kernels import Kernel, compute_dtype, in_xla_context
 
-def _compute_dtype(x: tf.Tensor) -> tf.DType:
-    return tf.float64 if x.dtype == tf.float64 else tf.float32
+_compute_dtype = compute_dtype
 
 
 def _expand_like(dy: tf.Tensor, grad: tf.Tensor) -> tf.Tensor:
@@ -23,58 +26,82 @@ def _expand_like(dy: tf.Tensor, grad: tf.Tensor) -> tf.Tensor:
     )
 
 
-def _fused_rows(x, y, off, on, weight, z_loss: float):
-    """:return: (loss ``[N]``, gradient ``[N, K]``) of the rows ``x`` ``[N, K]`` (see ``Backend``).
+@Kernel
+def _rows_loss(x, y, off_y, on_y, v, vsum, z_loss, valid, with_softmax=False):
+    """:return: (loss ``[N]``, ``lse`` ``[N]``, ``softmax(x)`` if ``with_softmax`` else None) of the rows ``x``
+    ``[N, K]`` (module docstring)
 
-    One fused kernel gives ``lse - z_y`` and ``softmax - onehot(y)``; the gradient is then
-    ``coef * (softmax - onehot) - off_y * v`` plus ``(coef - on_y)`` at the target, so only the gradient and
-    one temporary of the logits' size are ever alive.
+    With ``top = max(x)`` and ``lse0 = log sum exp(x - top)`` (so ``lse = top + lse0``), the loss is
+    ``on_y * (lse0 - (x_y - top)) + off_y * (V * lse0 - (sum_k v_k x_k - V * top))``. Every reduction reads
+    ``x`` itself, so XLA keeps only ``exp(x - top)`` as a temporary of the logits' size.
     """
-    x = tf.cast(x, _compute_dtype(x))
-    xv = tf.reduce_sum(x, -1) if weight is None else tf.linalg.matvec(x, weight)
-    nll, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=x, labels=y)
-    lse = nll + tf.gather(x, y, batch_dims=1)
-    vsum = tf.cast(tf.shape(x)[-1], x.dtype) if weight is None else tf.reduce_sum(weight)
-    off_y, on_y = tf.gather(off, y), tf.gather(on, y)
-    loss = on_y * nll + off_y * (vsum * lse - xv)
-    coef = off_y * vsum + on_y
+    x = tf.cast(x, off_y.dtype)
+    top = tf.reduce_max(x, axis=-1)
+    exp = tf.exp(x - top[:, None])
+    total = tf.reduce_sum(exp, axis=-1)
+    lse0 = tf.math.log(total)
+    xv = tf.reduce_sum(x, axis=-1) if v is None else tf.linalg.matvec(x, v)
+    x_y = tf.gather(x, y, batch_dims=1)
+    loss = on_y * (lse0 - (x_y - top)) + off_y * (vsum * lse0 - (xv - vsum * top))
+    lse = lse0 + top
     if z_loss:
         loss += z_loss * tf.square(lse)
+    if valid is not None:
+        loss = tf.where(valid, loss, tf.zeros_like(loss))
+    return loss, lse, exp / total[:, None] if with_softmax else None
+
+
+@Kernel
+def _rows_gradient(x, lse, dl, y, off_y, on_y, v, vsum, z_loss, valid, softmax=None):
+    """:return: ``dl * (coef * softmax(x) - off_y * v - on_y * onehot(y))`` ``[N, K]`` in ``x``'s dtype, where
+    ``coef = off_y * V + on_y + 2 * z_loss * lse``; rows that are not ``valid`` get exactly 0. ``softmax`` is
+    ``exp(x - lse)`` unless given."""
+    if valid is not None:
+        dl = tf.where(valid, dl, tf.zeros_like(dl))
+    coef = off_y * vsum + on_y
+    if z_loss:
         coef += 2.0 * z_loss * lse
-    shift = off_y[:, None] if weight is None else off_y[:, None] * weight[None, :]
-    grad = coef[:, None] * backprop
-    del backprop  # drop references as soon as possible: eager TF then reuses the buffers in place
-    grad -= shift
-    index = tf.stack([tf.range(tf.shape(y)[0], dtype=y.dtype), y], axis=1)
-    return loss, tf.tensor_scatter_nd_add(grad, index, coef - on_y)
+    shift = (off_y * dl)[:, None] if v is None else (off_y * dl)[:, None] * v[None, :]
+    if softmax is None:
+        softmax = tf.exp(tf.cast(x, lse.dtype) - lse[:, None])
+    grad = softmax * (coef * dl)[:, None] - shift
+    is_target = tf.range(tf.shape(x)[-1], dtype=y.dtype)[None, :] == y[:, None]
+    grad = tf.where(is_target, grad - (on_y * dl)[:, None], grad)
+    if valid is not None:
+        grad = tf.where(valid[:, None], grad, tf.zeros_like(grad))
+    return tf.cast(grad, x.dtype)
 
 
 def label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask):
-    """See ``Backend.label_smoothed_cross_entropy``."""
+    """See ``Backend.label_smoothed_cross_entropy``.
+
+    The forward pass keeps only ``lse`` per frame (the logits are alive anyway); the backward pass recomputes
+    ``softmax`` from the logits and writes the gradient in one pass. So no buffer of the logits' size lives
+    from the forward to the backward pass in eager mode and in ``tf.function``. Inside an enclosing
+    ``jit_compile=True`` function, XLA materialises ``exp(z - max)`` for its sum anyway (as for Keras's loss);
+    there the backward pass reuses it instead of a second ``exp`` pass over the logits.
+    """
+    logits = tf.convert_to_tensor(logits)
     frame_shape = tf.shape(logits)[:-1]
+    num_labels = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
+    cdt = compute_dtype(logits)
+    y = tf.reshape(tf.cast(targets, tf.int32), [-1])
+    off_y, on_y = (tf.gather(tf.cast(c, cdt), y) for c in (off, on))
+    v = None if weight is None else tf.cast(weight, cdt)
+    vsum = tf.cast(num_labels, cdt) if v is None else tf.reduce_sum(v)
+    valid = None if mask is None else tf.reshape(tf.broadcast_to(mask, frame_shape), [-1])
+    coefficients = (y, off_y, on_y, v, vsum, float(z_loss), valid)
 
     @tf.custom_gradient
     def op(x):
-        num_labels = tf.shape(x)[-1]
         rows = tf.reshape(tf.stop_gradient(x), [-1, num_labels])  # keeps the outer tape from recording
-        y = tf.reshape(tf.cast(targets, tf.int64), [-1])
-        cdt = _compute_dtype(x)
-        args = [None if v is None else tf.cast(v, cdt) for v in (off, on, weight)]
-        loss, grad = _fused_rows(rows, y, *args, z_loss)
-        loss = tf.reshape(loss, frame_shape)
-        grad = tf.reshape(grad, tf.shape(x))
-        if mask is not None:
-            valid = tf.broadcast_to(mask, frame_shape)
-            loss = tf.where(valid, loss, tf.constant(0, loss.dtype))
-            grad = tf.where(valid[..., None], grad, tf.constant(0, grad.dtype))
-        grad = tf.cast(grad, x.dtype)
+        loss, lse, softmax = _rows_loss(rows, *coefficients, in_xla_context())
 
         def backward(dy):
-            if tf.executing_eagerly() and bool(tf.reduce_all(tf.equal(dy, 1.0))):
-                return grad  # loss.sum().backward(): no need for another buffer of the logits' size
-            return grad * _expand_like(dy, grad)
+            dl = tf.reshape(tf.cast(dy, cdt), [-1])
+            return tf.reshape(_rows_gradient(rows, lse, dl, *coefficients, softmax), tf.shape(x))
 
-        return loss, backward
+        return tf.reshape(loss, frame_shape), backward
 
     return op(logits)
 
