@@ -66,6 +66,9 @@ def cross_entropy(*, estimated: Tensor, target: Tensor, axis: Dim, estimated_typ
         mask = valid_frames(target)
         if mask is not None:  # labels at padding frames may be anything (e.g. -100)
             target = where(mask, target, 0)
+        smoothed = log_prob.smoothed_log_softmax_of
+        if smoothed is not None and smoothed.axis is axis:  # log_softmax -> smoothed gradient -> here: one op
+            return smoothed.nll(target)
         return -gather(log_prob, indices=target, axis=axis)
     _validate.check_float(target, "target", func)
     if axis not in target.dims:

@@ -115,13 +115,16 @@ def test_impossible_alignment_gives_inf_or_zero_and_no_nan_gradients(backend, rn
     np.testing.assert_allclose(grad[:2], grad_ok[:2], atol=1e-7)
 
 
-def test_normalized_logits(backend, rng):
+def test_normalized_logits_get_the_true_gradient_minus_the_posterior(backend, rng):
     dims, x, y = setup(rng)
     lp = (x - np.log(np.exp(x.astype(np.float64)).sum(-1, keepdims=True))).astype("float32")
     loss, (grad,) = backend.value_and_grad(ctc_fn(dims, y, blank_index=0, logits_normalized=True), lp)
     ref, ref_grad = torch_ctc(x, y, 0)
+    frames = np.arange(T)[None, :] < IN_LENS[:, None]
+    q = (np_softmax(x.astype(np.float64)) - ref_grad) * frames[..., None]  # the posterior, from PyTorch's softmax - q
     np.testing.assert_allclose(loss, ref, rtol=1e-5)
-    np.testing.assert_allclose(grad, ref_grad, atol=1e-5)  # exp(lp) - q, as PyTorch returns it
+    np.testing.assert_allclose(grad, -q, atol=1e-5)  # d(-log p(y|x)) / d log-prob = -q, not PyTorch's exp(lp) - q
+    np.testing.assert_allclose(grad.sum(-1), -frames.astype(np.float64), atol=1e-5)
 
 
 def test_several_batch_dims_in_any_order(backend, rng):
