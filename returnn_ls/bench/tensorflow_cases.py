@@ -10,8 +10,11 @@ from returnn_ls.bench.cases import LINEAR_CASES, Step, ours_linear_loss, ours_lo
 __all__ = ["make_tensorflow"]
 
 
-def make_tensorflow(case: str, frames: int, vocab: int, hidden: int, a: float, rng: np.random.Generator) -> Step:
-    """:return: a fwd+bwd step of ``case`` on TensorFlow (eager)"""
+def make_tensorflow(
+    case: str, frames: int, vocab: int, hidden: int, a: float, rng: np.random.Generator, mode: str = "eager"
+) -> Step:
+    """:return: a fwd+bwd step of ``case`` on TensorFlow: ``mode`` ``"eager"``, ``"function"`` (``tf.function``)
+    or ``"xla"`` (``tf.function(jit_compile=True)``)"""
     import keras
     import tensorflow as tf
 
@@ -35,11 +38,16 @@ def make_tensorflow(case: str, frames: int, vocab: int, hidden: int, a: float, r
         }
         loss_fn = losses.get(case) or (lambda x: ours_loss(case, x, y, frames, vocab, a).raw_tensor)
 
-    def step() -> None:
+    def grads():
         with tf.GradientTape() as tape:
             tape.watch(params)
             total = tf.reduce_sum(loss_fn(*params))
-        grads = tape.gradient(total, params)
-        grads[0].numpy()  # wait for the result
+        return tape.gradient(total, params)
+
+    if mode != "eager":
+        grads = tf.function(grads, jit_compile=mode == "xla")
+
+    def step() -> None:
+        grads()[0].numpy()  # wait for the result
 
     return step
