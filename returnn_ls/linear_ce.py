@@ -37,8 +37,11 @@ from returnn_ls.tensor import Tensor
 
 __all__ = ["linear_label_smoothed_cross_entropy"]
 
-#: The default chunk holds about this many logits (16 MiB in float32): large enough for an efficient matmul.
+#: The default chunk holds about this many logits (16 MiB in float32) ...
 CHUNK_ELEMENTS = 1 << 22
+#: ... but at least this many frames: fewer rows make the matmuls read the whole weight matrix too often
+#: (a 262,144-label vocabulary: 128 frames are 128 MiB of logits).
+MIN_CHUNK_FRAMES = 128
 
 
 def _check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None, axis: Dim, func: str) -> Dim:
@@ -63,7 +66,7 @@ def _check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None, axis:
 
 def _check_chunk_size(chunk_size: int | None, num_labels: int, func: str) -> int:
     if chunk_size is None:
-        return max(1, CHUNK_ELEMENTS // num_labels)
+        return max(MIN_CHUNK_FRAMES, CHUNK_ELEMENTS // num_labels)
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"{func}: chunk_size must be a positive int (frames per chunk) or None, got {chunk_size!r}")
     return chunk_size
@@ -95,7 +98,7 @@ def linear_label_smoothed_cross_entropy(
     :param smoothing: ``a`` in ``[0, 1]``: float or scalar Tensor
     :param convention: ``"returnn"`` (others get ``a/(K-1)``) or ``"uniform"`` (all get ``a/K``)
     :param exclude_labels: labels that get no smoothing mass (e.g. a blank)
-    :param chunk_size: frames per chunk; default: about ``CHUNK_ELEMENTS / K``
+    :param chunk_size: frames per chunk; default: about ``CHUNK_ELEMENTS / K``, at least ``MIN_CHUNK_FRAMES``
     :return: the loss with the dims of ``targets``; 0 (and gradient 0) on frames outside a dynamic dim's length
     """
     func = "linear_label_smoothed_cross_entropy"

@@ -78,15 +78,14 @@ def _(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_inf
     return _fake_outputs(logits, with_grad)
 
 
-def _scaled_gradient(grad, grad_loss, inputs, outputs) -> torch.Tensor:
+def _scaled_gradient(buffers, grad_loss, inputs, outputs) -> tuple[torch.Tensor]:
     """:return: the stored gradient times the upstream per-sequence gradient (in place in eager mode)"""
+    (grad,) = buffers
     dl = grad_loss.to(grad.dtype)[..., None, None]
-    if is_compiling():
-        return grad * dl
-    return grad.mul_(dl)
+    return (grad * dl if is_compiling() else grad.mul_(dl),)
 
 
-register_buffer_autograd(_ctc, "ctc_loss", 9, 1, _scaled_gradient)
+register_buffer_autograd(_ctc, "ctc_loss", 9, (1,), _scaled_gradient)
 
 
 def ctc_loss(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity):

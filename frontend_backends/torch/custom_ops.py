@@ -34,13 +34,13 @@ def no_gradient_buffer(like: torch.Tensor) -> torch.Tensor:
     return like.new_empty((0,))
 
 
-def register_buffer_autograd(op: Any, name: str, num_inputs: int, buffer_index: int, make_grad: Callable) -> None:
-    """Register the backward of a custom op whose output ``buffer_index`` is a buffer of its first input's size.
+def register_buffer_autograd(op: Any, name: str, num_inputs: int, buffers: tuple[int, ...], make_grads: Callable):
+    """Register the backward of a custom op whose outputs ``buffers`` are buffers the gradients are made from.
 
-    The buffer is kept on ``ctx`` (not saved: ``make_grad`` may write it in place), marked non-differentiable,
-    and no zero gradients are materialized for it. The inputs and the other outputs (but not the loss, output 0)
-    are saved. ``make_grad(buffer, grad_loss, inputs, outputs)`` returns the gradient of input 0, where
-    ``outputs`` holds the outputs after the loss, with None in place of the buffer.
+    The buffers are kept on ``ctx`` (not saved: ``make_grads`` may write them in place), all outputs but the loss
+    (output 0) are marked non-differentiable, and no zero gradients are materialized for them. The inputs and the
+    other outputs are saved. ``make_grads(buffers, grad_loss, inputs, outputs)`` returns the gradients of the
+    first inputs (a tuple); ``outputs`` holds the outputs after the loss, with None in place of the buffers.
 
     :param name: the public function's name, for the error of a second backward (``retain_graph=True``)
     """
@@ -48,20 +48,21 @@ def register_buffer_autograd(op: Any, name: str, num_inputs: int, buffer_index: 
     def setup_context(ctx, inputs, output):
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(*output[1:])
-        ctx.buffer = output[buffer_index]
-        saved = list(inputs) + [None if i == buffer_index else x for i, x in enumerate(output) if i > 0]
+        ctx.buffers = [output[i] for i in buffers]
+        saved = list(inputs) + [None if i in buffers else x for i, x in enumerate(output) if i > 0]
         ctx.save_for_backward(*[x if isinstance(x, torch.Tensor) else None for x in saved])
         ctx.constants = [None if isinstance(x, torch.Tensor) else x for x in saved]
         ctx.num_inputs = len(inputs)
 
     def backward(ctx, grad_loss, *_):
-        buffer, ctx.buffer = ctx.buffer, None
-        if buffer is None:
+        kept, ctx.buffers = ctx.buffers, None
+        if kept is None:
             raise RuntimeError(f"{name}: backward can run only once per forward (no retain_graph)")
         if grad_loss is None:
             return (None,) * num_inputs
         saved = [t if c is None else c for t, c in zip(ctx.saved_tensors, ctx.constants)]
         inputs, outputs = saved[: ctx.num_inputs], saved[ctx.num_inputs :]
-        return (make_grad(buffer, grad_loss, inputs, outputs),) + (None,) * (num_inputs - 1)
+        grads = tuple(make_grads(kept, grad_loss, inputs, outputs))
+        return grads + (None,) * (num_inputs - len(grads))
 
     op.register_autograd(backward, setup_context=setup_context)

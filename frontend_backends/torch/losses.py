@@ -41,7 +41,7 @@ def _logsumexp(x: torch.Tensor, y: torch.Tensor, x_y: torch.Tensor, p: torch.Ten
     return lse
 
 
-def _rows(x, y, off, on, weight, z_loss: float, probs_out):
+def loss_rows(x, y, off, on, weight, z_loss: float, probs_out):
     """:return: (loss, lse) of the rows ``x`` ``[n, K]``; writes ``softmax(x)`` into ``probs_out`` if given"""
     cdt = compute_dtype(x)
     if probs_out is not None and probs_out.dtype == cdt:
@@ -85,7 +85,7 @@ def _fused_ce(
     for start in range(0, x.shape[0], step):
         rows = slice(start, start + step)
         out = None if flat[2] is None else flat[2][rows]
-        flat[0][rows], flat[1][rows] = _rows(x[rows], y[rows], off, on, weight, z_loss, out)
+        flat[0][rows], flat[1][rows] = loss_rows(x[rows], y[rows], off, on, weight, z_loss, out)
     if mask is not None:
         loss.masked_fill_(~mask.expand(loss.shape), 0.0)
     return loss, lse, probs
@@ -96,8 +96,9 @@ def _(logits, targets, off, on, weight, z_loss, mask, with_grad):
     return _fake_outputs(logits, with_grad)
 
 
-def _gradient(probs, grad_loss, inputs, outputs) -> torch.Tensor:
-    """:return: the gradient w.r.t. the logits, made from the softmax buffer ``probs`` (in place in eager mode)"""
+def _gradient(buffers, grad_loss, inputs, outputs) -> tuple[torch.Tensor]:
+    """:return: the gradient w.r.t. the logits, made from the softmax buffer (in place in eager mode)"""
+    (probs,) = buffers
     _, targets, off, on, weight, z_loss, mask, _ = inputs
     lse = outputs[0]
     num_labels = probs.shape[-1]
@@ -112,11 +113,11 @@ def _gradient(probs, grad_loss, inputs, outputs) -> torch.Tensor:
     if is_compiling():
         grad = _gradient_functional(probs.reshape(-1, num_labels), y, coef * dl, off_y * dl, on_y * dl, weight, valid)
     else:
-        grad = _gradient_in_place(probs.view(-1, num_labels), y, coef * dl, off_y * dl, on_y * dl, weight, valid)
-    return grad.view(probs.shape)
+        grad = gradient_rows_in_place(probs.view(-1, num_labels), y, coef * dl, off_y * dl, on_y * dl, weight, valid)
+    return (grad.view(probs.shape),)
 
 
-def _gradient_in_place(p, y, scale, shift, target_shift, weight, valid) -> torch.Tensor:
+def gradient_rows_in_place(p, y, scale, shift, target_shift, weight, valid) -> torch.Tensor:
     """``p * scale - shift * v - target_shift * onehot(y)`` written into ``p``; invalid rows set to exactly 0"""
     eps = torch.finfo(scale.dtype).eps
     if weight is None and bool((scale - 1.0).abs().max() <= 4 * eps):  # e.g. loss.sum(): sum(q) = 1
@@ -132,7 +133,7 @@ def _gradient_in_place(p, y, scale, shift, target_shift, weight, valid) -> torch
 
 
 def _gradient_functional(p, y, scale, shift, target_shift, weight, valid) -> torch.Tensor:
-    """The same as :func:`_gradient_in_place` without in-place writes, as one fusable expression (compiled)"""
+    """The same as :func:`gradient_rows_in_place` without in-place writes, as one fusable expression (compiled)"""
     v = 1.0 if weight is None else weight.to(scale.dtype)
     at_target = torch.arange(p.shape[-1], device=p.device) == y[:, None]
     grad = p * scale[:, None] - shift[:, None] * v - torch.where(at_target, target_shift[:, None], 0.0)
@@ -141,7 +142,7 @@ def _gradient_functional(p, y, scale, shift, target_shift, weight, valid) -> tor
     return grad.to(p.dtype)
 
 
-register_buffer_autograd(_fused_ce, "label_smoothed_cross_entropy", 8, 2, _gradient)
+register_buffer_autograd(_fused_ce, "label_smoothed_cross_entropy", 8, (2,), _gradient)
 
 
 def label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask):
