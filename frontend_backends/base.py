@@ -157,6 +157,12 @@ class Backend:
         """:return: the matrix product over the last axis of ``a`` and the first axis of 2-D ``b``"""
         raise NotImplementedError
 
+    def assert_none_in_graph(self, bad: Any, message: str) -> None:
+        """Inside a graph the framework runs assertions in (TensorFlow's ``tf.function`` without XLA): make the
+        graph raise an error with ``message`` at run time if any entry of the bool tensor ``bad`` is true.
+        Elsewhere (eager mode, where the caller checks the values itself; XLA; ``torch.compile``) do nothing:
+        this default."""
+
     # -- gradients ---------------------------------------------------------------------------------------------
 
     def stop_gradient(self, x: Any) -> Any:

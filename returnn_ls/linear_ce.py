@@ -106,7 +106,7 @@ def linear_label_smoothed_cross_entropy(
     axis = _validate.resolve_axis(weight, axis, func)
     _validate.check_tensor(hidden, "hidden", func)
     hidden_dim = _check_projection(hidden, weight, bias, axis, func)
-    frame_dims = check_targets(targets, hidden, axis, func, feature_dim=hidden_dim, name="hidden")
+    frame_dims, targets, bad = check_targets(targets, hidden, axis, func, feature_dim=hidden_dim, name="hidden")
     if convention not in ("returnn", "uniform"):
         raise ValueError(f"{func}: convention must be 'returnn' or 'uniform', got {convention!r}")
     smoothing = _validate.check_fraction(smoothing, "smoothing", func)
@@ -128,4 +128,4 @@ def linear_label_smoothed_cross_entropy(
         None if mask is None else align(mask, frame_dims),
         chunk,
     )
-    return Tensor(raw, frame_dims, backend=hidden.backend)
+    return _validate.poison_bad_frames(Tensor(raw, frame_dims, backend=hidden.backend), bad)

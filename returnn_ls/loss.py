@@ -62,14 +62,14 @@ def cross_entropy(*, estimated: Tensor, target: Tensor, axis: Dim, estimated_typ
     if target.sparse_dim is not None:
         if target.sparse_dim is not axis:
             raise ValueError(f"{func}: target.sparse_dim {target.sparse_dim} must be axis {axis}")
-        _validate.check_labels_in_range(target, axis.dimension, "target", func)
+        target, bad = _validate.guard_labels(target, axis.dimension, "target", func)
         mask = valid_frames(target)
         if mask is not None:  # labels at padding frames may be anything (e.g. -100)
             target = where(mask, target, 0)
         smoothed = log_prob.smoothed_log_softmax_of
         if smoothed is not None and smoothed.axis is axis:  # log_softmax -> smoothed gradient -> here: one op
-            return smoothed.nll(target)
-        return -gather(log_prob, indices=target, axis=axis)
+            return _validate.poison_bad_frames(smoothed.nll(target), bad)
+        return _validate.poison_bad_frames(-gather(log_prob, indices=target, axis=axis), bad)
     _validate.check_float(target, "target", func)
     if axis not in target.dims:
         raise ValueError(f"{func}: dense target must have axis {axis}, got dims {list(target.dims)}")
@@ -110,7 +110,7 @@ def label_relaxation_loss(*, logits: Tensor, targets: Tensor, axis: Dim, alpha: 
     axis = _validate.resolve_axis(logits, axis, func)
     if axis not in logits.dims:
         raise ValueError(f"{func}: axis {axis} is not one of the logits' dims {list(logits.dims)}")
-    frame_dims = check_targets(targets, logits, axis, func)
+    frame_dims, targets, bad = check_targets(targets, logits, axis, func)
     alpha = _validate.check_fraction(alpha, "alpha", func, upper_open=True)
     if logits.dtype in ("float16", "bfloat16"):
         logits = cast(logits, "float32")
@@ -126,4 +126,4 @@ def label_relaxation_loss(*, logits: Tensor, targets: Tensor, axis: Dim, alpha: 
     loss = where(inside, 0.0, loss)
     if mask is not None:
         loss = where(mask, loss, 0.0)
-    return loss.copy_transpose(frame_dims)
+    return _validate.poison_bad_frames(loss.copy_transpose(frame_dims), bad)
