@@ -37,10 +37,10 @@ from returnn_ls.tensor import Tensor
 
 __all__ = ["linear_label_smoothed_cross_entropy"]
 
-#: The default chunk holds about this many logits (16 MiB in float32) ...
-CHUNK_ELEMENTS = 1 << 22
-#: ... but at least this many frames: fewer rows make the matmuls read the whole weight matrix too often
-#: (a 262,144-label vocabulary: 128 frames are 128 MiB of logits).
+#: The default chunk holds about this many logits (64 MiB in float32; the kernels keep two such buffers) ...
+CHUNK_ELEMENTS = 1 << 24
+#: ... but at least this many frames: every chunk reads the whole weight matrix and adds into its whole gradient,
+#: so fewer rows make the matmuls memory-bound (a 262,144-label vocabulary: 128 frames are 128 MiB of logits).
 MIN_CHUNK_FRAMES = 128
 
 

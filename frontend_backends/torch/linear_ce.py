@@ -19,10 +19,19 @@ from frontend_backends.torch.custom_ops import NAMESPACE, compute_dtype, is_comp
 from frontend_backends.torch.losses import gradient_rows_in_place, loss_rows
 
 
-def _logits(h, w, b) -> torch.Tensor:
-    """:return: ``h @ w + b`` of one chunk, in the compute dtype"""
-    z = h @ w if b is None else torch.addmm(b, h, w)
-    return z.to(compute_dtype(z))
+def _logits(h, w, b, out: torch.Tensor | None) -> torch.Tensor:
+    """:return: ``h @ w + b`` of one chunk, in the compute dtype; written into ``out`` (a buffer reused for every
+    chunk, so that no chunk allocates and page-faults a fresh buffer) where the dtypes allow"""
+    if out is None or out.dtype != h.dtype:
+        z = h @ w if b is None else torch.addmm(b, h, w)
+        return z.to(compute_dtype(z))
+    out = out[: h.shape[0]]
+    return torch.mm(h, w, out=out) if b is None else torch.addmm(b, h, w, out=out)
+
+
+def _chunk_buffer(h: torch.Tensor, chunk: int, num_labels: int) -> torch.Tensor:
+    """:return: a buffer for the values of ``chunk`` frames over the labels, in the compute dtype"""
+    return torch.empty((min(chunk, h.shape[0]), num_labels), dtype=compute_dtype(h))
 
 
 def _coefficients(y, off, on, v, num_labels: int, cdt):
@@ -49,11 +58,12 @@ def _linear_ce(
     valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
     loss, lse = torch.empty(h.shape[0], dtype=cdt), torch.empty(h.shape[0], dtype=cdt)
     dh, dw, db = _empty_grads(hidden, weight, bias, needs)
-    probs = torch.empty((min(chunk, h.shape[0]), num_labels), dtype=cdt) if any(needs) else None
+    logits = _chunk_buffer(h, chunk, num_labels)
+    probs = _chunk_buffer(h, chunk, num_labels) if any(needs) else None
     for s in range(0, h.shape[0], chunk):
         rows = slice(s, s + chunk)
         p = None if probs is None else probs[: h[rows].shape[0]]
-        loss[rows], lse[rows] = loss_rows(_logits(h[rows], weight, bias), y[rows], off, on, v, 0.0, p)
+        loss[rows], lse[rows] = loss_rows(_logits(h[rows], weight, bias, logits), y[rows], off, on, v, 0.0, p)
         if p is not None:
             coef, off_y, on_y = _coefficients(y[rows], off, on, v, num_labels, cdt)
             g = gradient_rows_in_place(p, y[rows], coef, off_y, on_y, v, None if valid is None else valid[rows])
@@ -109,9 +119,10 @@ def _recompute(inputs, lse, dl, valid):
     hidden, weight, bias, targets, off, on, v, _, chunk, needs = inputs
     h, y = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1).long()
     _, dw, db = _empty_grads(hidden, weight, bias, (False,) + tuple(needs[1:]))
+    logits = _chunk_buffer(h, chunk, weight.shape[-1])
     for s in range(0, h.shape[0], chunk):
         rows = slice(s, s + chunk)
-        p = _logits(h[rows], weight, bias).sub_(lse[rows, None]).exp_()
+        p = _logits(h[rows], weight, bias, logits).sub_(lse[rows, None]).exp_()
         coef, off_y, on_y = _coefficients(y[rows], off, on, v, weight.shape[-1], lse.dtype)
         d = dl[rows]
         g = gradient_rows_in_place(p, y[rows], coef * d, off_y * d, on_y * d, v, None if valid is None else valid[rows])
