@@ -41,10 +41,18 @@ def _coefficients(y, off, on, v, num_labels: int, cdt):
 
 
 def _empty_grads(hidden, weight, bias, needs):
-    """:return: the (hidden, weight, bias) gradient buffers, zero, in the compute dtype; empty where not needed"""
+    """:return: the (hidden, weight, bias) gradient buffers, zero, in the compute dtype; empty where not needed.
+
+    The weight's gradient has the weight's strides: for a weight stored ``[K, H]`` and passed transposed, the
+    gradient that reaches the parameter is then contiguous, and autograd keeps it instead of copying it.
+    """
     cdt = compute_dtype(hidden)
-    shapes = (hidden.reshape(-1, hidden.shape[-1]).shape, weight.shape, weight.shape[-1:])
-    return [torch.zeros(s, dtype=cdt) if need else hidden.new_empty((0,), dtype=cdt) for s, need in zip(shapes, needs)]
+    grads = [
+        hidden.new_zeros(hidden.reshape(-1, hidden.shape[-1]).shape, dtype=cdt),
+        torch.zeros_like(weight, dtype=cdt),  # preserves the strides
+        weight.new_zeros(weight.shape[-1:], dtype=cdt),
+    ]
+    return [g if need else hidden.new_empty((0,), dtype=cdt) for g, need in zip(grads, needs)]
 
 
 @torch.library.custom_op(f"{NAMESPACE}::linear_label_smoothed_cross_entropy", mutates_args=())
