@@ -14,6 +14,7 @@ from frontend_backends.torch.custom_ops import (
     NAMESPACE,
     compute_dtype,
     is_compiling,
+    large_empty,
     no_gradient_buffer,
     register_buffer_autograd,
 )
@@ -58,7 +59,7 @@ def _ctc(
         frames = torch.arange(x.shape[1])[None, :] < in_lens[:, None]
         keep = (frames & finite[:, None])[..., None]
         grad = torch.where(keep, _gradient_of_input(lp, g, blank, normalized, smoothing), 0.0)
-        grad = grad.to(logits.dtype).view(shape)
+        grad = large_empty(shape, logits.dtype).copy_(grad.view(shape))
     if zero_infinity:
         nll = torch.where(finite, nll, 0.0)
     return nll.view(shape[:-2]), grad

@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import torch
 
-from frontend_backends.torch.custom_ops import NAMESPACE, compute_dtype, is_compiling, register_buffer_autograd
+from frontend_backends.torch.custom_ops import (
+    NAMESPACE,
+    compute_dtype,
+    is_compiling,
+    large_empty,
+    register_buffer_autograd,
+)
 from frontend_backends.torch.losses import gradient_rows_in_place, loss_rows
 
 
@@ -31,7 +37,7 @@ def _logits(h, w, b, out: torch.Tensor | None) -> torch.Tensor:
 
 def _chunk_buffer(h: torch.Tensor, chunk: int, num_labels: int) -> torch.Tensor:
     """:return: a buffer for the values of ``chunk`` frames over the labels, in the compute dtype"""
-    return torch.empty((min(chunk, h.shape[0]), num_labels), dtype=compute_dtype(h))
+    return large_empty((min(chunk, h.shape[0]), num_labels), compute_dtype(h))
 
 
 def _coefficients(y, off, on, v, num_labels: int, cdt):
@@ -47,9 +53,11 @@ def _empty_grads(hidden, weight, bias, needs):
     gradient that reaches the parameter is then contiguous, and autograd keeps it instead of copying it.
     """
     cdt = compute_dtype(hidden)
+    transposed = weight.dim() == 2 and weight.stride(0) == 1 and weight.stride(1) == weight.shape[0]
+    weight_grad = large_empty(weight.shape[::-1], cdt).T if transposed else large_empty(weight.shape, cdt)
     grads = [
         hidden.new_zeros(hidden.reshape(-1, hidden.shape[-1]).shape, dtype=cdt),
-        torch.zeros_like(weight, dtype=cdt),  # preserves the strides
+        weight_grad.zero_(),
         weight.new_zeros(weight.shape[-1:], dtype=cdt),
     ]
     return [g if need else hidden.new_empty((0,), dtype=cdt) for g, need in zip(grads, needs)]

@@ -19,6 +19,7 @@ from frontend_backends.torch.custom_ops import (
     NAMESPACE,
     compute_dtype,
     is_compiling,
+    large_empty,
     no_gradient_buffer,
     register_buffer_autograd,
 )
@@ -63,9 +64,10 @@ def loss_rows(x, y, off, on, weight, z_loss: float, probs_out):
     return loss.to(cdt), lse.to(cdt)
 
 
-def _fake_outputs(logits, with_grad: bool):
+def _outputs(logits, with_grad: bool, empty=torch.empty):
+    """:return: the (loss, lse, softmax buffer) of the op, uninitialized; ``empty`` makes the buffer"""
     cdt = compute_dtype(logits)
-    probs = torch.empty(logits.shape, dtype=logits.dtype) if with_grad else no_gradient_buffer(logits)
+    probs = empty(logits.shape, dtype=logits.dtype) if with_grad else no_gradient_buffer(logits)
     frames = logits.shape[:-1]
     return logits.new_empty(frames, dtype=cdt), logits.new_empty(frames, dtype=cdt), probs
 
@@ -76,7 +78,7 @@ def _fused_ce(
     z_loss: float, mask: torch.Tensor | None, with_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """:return: (loss ``[*S]``, lse ``[*S]``, softmax ``[*S, K]`` if ``with_grad`` else an empty tensor)"""
-    loss, lse, probs = _fake_outputs(logits, with_grad)
+    loss, lse, probs = _outputs(logits, with_grad, large_empty)
     num_labels = logits.shape[-1]
     x, y = logits.reshape(-1, num_labels), targets.reshape(-1).long()
     flat = [t.view(-1) for t in (loss, lse)] + [probs.view(-1, num_labels) if with_grad else None]
@@ -93,7 +95,7 @@ def _fused_ce(
 
 @_fused_ce.register_fake
 def _(logits, targets, off, on, weight, z_loss, mask, with_grad):
-    return _fake_outputs(logits, with_grad)
+    return _outputs(logits, with_grad)
 
 
 def _gradient(buffers, grad_loss, inputs, outputs) -> tuple[torch.Tensor]:
