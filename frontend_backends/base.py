@@ -207,6 +207,8 @@ class Backend:
         ``g``. ``scale``/``shift``/``sum_weight`` are as in :meth:`scaled_gradient_ext`. This default composes
         the two ops (slow but correct).
         """
+        if isinstance(scale, float) and scale == 1.0 and isinstance(shift, float) and shift == 0.0:
+            return self.unary("neg", self.gather_last(log_probs, targets))  # nothing to smooth
         axis = len(self.shape(log_probs)) - 1
         smoothed = self.log_softmax_smoothed_gradient(logits, log_probs, axis, scale, shift, sum_weight)
         return self.unary("neg", self.gather_last(smoothed, targets))

@@ -13,6 +13,7 @@ from returnn_ls import _validate
 from returnn_ls.ctc import ctc_loss
 from returnn_ls.dim import Dim
 from returnn_ls.fused_ce import check_targets, label_smoothed_cross_entropy
+from returnn_ls.gradient import SmoothedLogSoftmax
 from returnn_ls.ops import (
     cast,
     gather,
@@ -66,14 +67,25 @@ def cross_entropy(*, estimated: Tensor, target: Tensor, axis: Dim, estimated_typ
         mask = valid_frames(target)
         if mask is not None:  # labels at padding frames may be anything (e.g. -100)
             target = where(mask, target, 0)
-        smoothed = log_prob.smoothed_log_softmax_of
-        if smoothed is not None and smoothed.axis is axis:  # log_softmax -> smoothed gradient -> here: one op
-            return _validate.poison_bad_frames(smoothed.nll(target), bad)
+        fused = _fused_log_softmax(log_prob, axis)
+        if fused is not None:  # log_softmax (-> smoothed gradient) -> here: one op, no dense one-hot gradient
+            return _validate.poison_bad_frames(fused.nll(target), bad)
         return _validate.poison_bad_frames(-gather(log_prob, indices=target, axis=axis), bad)
     _validate.check_float(target, "target", func)
     if axis not in target.dims:
         raise ValueError(f"{func}: dense target must have axis {axis}, got dims {list(target.dims)}")
     return -reduce_sum(target * log_prob, axis=axis)
+
+
+def _fused_log_softmax(log_prob: Tensor, axis: Dim) -> SmoothedLogSoftmax | None:
+    """:return: how ``log_prob`` was made, if it is the output of :func:`returnn_ls.log_softmax` over ``axis``
+    (scale 1, shift 0), possibly with a smoothed gradient over ``axis``; else None"""
+    smoothed = log_prob.smoothed_log_softmax_of
+    if smoothed is not None:
+        return smoothed if smoothed.axis is axis else None
+    if log_prob.log_softmax_of is None or log_prob.log_softmax_of[1] is not axis:
+        return None
+    return SmoothedLogSoftmax(log_prob.log_softmax_of[0], log_prob, axis, 1.0, 0.0, None)
 
 
 def _xlogx(a: float | Tensor) -> float | Tensor:
