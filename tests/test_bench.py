@@ -145,3 +145,16 @@ def test_format_table_marks_skipped_cases():
     table = bench.format_table([row])
     assert table.splitlines()[0].startswith("| backend | mode | vocab | case | time (s) | peak (MB) | vs")
     assert "| torch | eager | 10 | returnn_path | - | - | plain_ce | - | - | RETURNN is not installed |" in table
+
+
+def test_time_ratio_is_the_median_of_the_per_round_ratios():
+    from returnn_ls.bench.report import add_ratios
+
+    def row(case, rounds):
+        return {"backend": "torch", "mode": "eager", "vocab": 10, "case": case, "time_s": sorted(rounds)[1],
+                "peak_mb": 1.0, "round_medians": rounds}  # fmt: skip
+
+    # the load tripled in the last round: per round the fused case is always half the reference
+    rows = [row("framework_ls", [0.2, 0.2, 0.6]), row("ours_fused", [0.1, 0.1, 0.3])]
+    add_ratios(rows)
+    assert rows[1]["reference"] == "framework_ls" and rows[1]["time_ratio"] == pytest.approx(0.5)

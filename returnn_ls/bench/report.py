@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from returnn_ls.bench.cases import LINEAR_CASES, LOGIT_CASES, REFERENCE
@@ -26,16 +27,27 @@ def add_ratios(rows: list[dict]) -> None:
     for r in rows:
         r["reference"] = REFERENCE.get(r["case"])
         ref = index.get((r["backend"], r["mode"], r["vocab"], r["reference"]))
-        r["time_ratio"] = _ratio(r["time_s"], ref and ref["time_s"])
+        r["time_ratio"] = _time_ratio(r, ref)
         r["peak_ratio"] = _ratio(r["peak_mb"], ref and ref["peak_mb"])
         compiled = index.get((r["backend"], "compiled", r["vocab"], r["reference"]))
         if r["mode"] == "eager" and r["case"] == "ours_fused" and compiled:
-            r["time_ratio_vs_compiled"] = _ratio(r["time_s"], compiled["time_s"])
+            r["time_ratio_vs_compiled"] = _time_ratio(r, compiled)
             r["peak_ratio_vs_compiled"] = _ratio(r["peak_mb"], compiled["peak_mb"])
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
     return value / base if value is not None and base else None
+
+
+def _time_ratio(row: dict, ref: dict | None) -> float | None:
+    """:return: the time of ``row`` over that of ``ref``: the median of the per-round ratios when both ran in the
+    same rounds (each round runs the cases close together in time), else the ratio of the medians"""
+    if ref is None:
+        return None
+    rounds, ref_rounds = row.get("round_medians") or [], ref.get("round_medians") or []
+    if len(rounds) > 1 and len(rounds) == len(ref_rounds):
+        return statistics.median(a / b for a, b in zip(rounds, ref_rounds))
+    return _ratio(row["time_s"], ref["time_s"])
 
 
 def _note(r: dict) -> str:

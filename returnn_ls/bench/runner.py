@@ -7,8 +7,9 @@ Reported are the median time and the peak RSS above the baseline. ``--mode`` pic
 ``eager``, ``compiled`` (``torch.compile`` with inductor; ``tf.function`` and ``tf.function(jit_compile=True)``)
 or ``all`` (the default). With ``--rounds N`` the subprocesses run N times, the cases alternating, and the medians
 are over all rounds. Ratios are against the reference case of the same backend and mode
-(:data:`returnn_ls.bench.cases.REFERENCE`). A case that fails makes the command exit with 1 (after the table);
-expected skips (a combination that does not exist, an unfused case that would need more than
+(:data:`returnn_ls.bench.cases.REFERENCE`); with several rounds, the time ratio is the median of the per-round
+ratios, which cancels load that changes between rounds. A case that fails makes the command exit with 1 (after
+the table); expected skips (a combination that does not exist, an unfused case that would need more than
 ``--max-memory-gb``) do not. Run ``python -m returnn_ls.bench --help``.
 """
 
@@ -195,6 +196,7 @@ def _summarise(spec: dict, runs: list[dict]) -> dict:
     peaks = [r["peak_mb"] for r in runs if r["peak_mb"] is not None]
     row = {k: spec[k] for k in ("backend", "mode", "vocab", "frames", "hidden", "case")}
     row.update(time_s=statistics.median(times) if times else None, times=times,
+               round_medians=[statistics.median(r["times"]) for r in runs if r["times"]],
                peak_mb=statistics.median(peaks) if peaks else None)  # fmt: skip
     for key in ("failed", "skipped", "estimated_peak_mb"):
         values = [r[key] for r in runs if r.get(key)]
