@@ -46,18 +46,23 @@ def _coefficients(y, off, on, v, num_labels: int, cdt):
     return off_y * (float(num_labels) if v is None else v.to(cdt).sum()) + on_y, off_y, on_y
 
 
-def _empty_grads(hidden, weight, bias, needs):
-    """:return: the (hidden, weight, bias) gradient buffers, zero, in the compute dtype; empty where not needed.
+def _empty_grads(hidden, weight, bias, needs, fake: bool = False):
+    """:return: the (hidden, weight, bias) gradient buffers, zero, in the compute dtype; empty where not needed
+    (``fake``: for the fake kernel, without huge pages).
 
     The weight's gradient has the weight's strides: for a weight stored ``[K, H]`` and passed transposed, the
     gradient that reaches the parameter is then contiguous, and autograd keeps it instead of copying it.
     """
     cdt = compute_dtype(hidden)
-    transposed = weight.dim() == 2 and weight.stride(0) == 1 and weight.stride(1) == weight.shape[0]
-    weight_grad = large_empty(weight.shape[::-1], cdt).T if transposed else large_empty(weight.shape, cdt)
+    if fake:
+        weight_grad = torch.empty_like(weight, dtype=cdt)  # preserves the strides
+    elif weight.dim() == 2 and weight.stride(0) == 1 and weight.stride(1) == weight.shape[0]:  # transposed
+        weight_grad = large_empty(weight.shape[::-1], cdt).T.zero_()
+    else:
+        weight_grad = large_empty(weight.shape, cdt).zero_()
     grads = [
         hidden.new_zeros(hidden.reshape(-1, hidden.shape[-1]).shape, dtype=cdt),
-        weight_grad.zero_(),
+        weight_grad,
         weight.new_zeros(weight.shape[-1:], dtype=cdt),
     ]
     return [g if need else hidden.new_empty((0,), dtype=cdt) for g, need in zip(grads, needs)]
@@ -103,7 +108,7 @@ def _accumulate(g, h, weight, needs, dh_rows, dw, db) -> None:
 def _(hidden, weight, bias, targets, off, on, v, mask, chunk, needs):
     cdt, frames = compute_dtype(hidden), hidden.reshape(-1, hidden.shape[-1]).shape[0]
     return (hidden.new_empty(hidden.shape[:-1], dtype=cdt), hidden.new_empty((frames,), dtype=cdt),
-            *_empty_grads(hidden, weight, bias, needs))  # fmt: skip
+            *_empty_grads(hidden, weight, bias, needs, fake=True))  # fmt: skip
 
 
 def _finish(inputs, lse, dl, valid, grads, in_place: bool):
