@@ -157,6 +157,12 @@ class Backend:
         """:return: the matrix product over the last axis of ``a`` and the first axis of 2-D ``b``"""
         raise NotImplementedError
 
+    def assert_none_in_graph(self, bad: Any, message: str) -> None:
+        """Inside a graph the framework runs assertions in (TensorFlow's ``tf.function`` without XLA): make the
+        graph raise an error with ``message`` at run time if any entry of the bool tensor ``bad`` is true.
+        Elsewhere (eager mode, where the caller checks the values itself; XLA; ``torch.compile``) do nothing:
+        this default."""
+
     # -- gradients ---------------------------------------------------------------------------------------------
 
     def stop_gradient(self, x: Any) -> Any:
@@ -188,6 +194,24 @@ class Backend:
         backward in one pass; this default composes the two ops (slow but correct).
         """
         return self.scaled_gradient_ext(self.log_softmax(logits, axis), scale, shift, axis, sum_weight)
+
+    def log_softmax_smoothed_nll(
+        self, logits: Any, log_probs: Any, targets: Any, scale: Any, shift: Any, sum_weight: Any = None
+    ) -> Any:
+        """``-log_probs[..., targets]`` in the forward pass (class axis last, ``targets`` int ``[*S]``); the gradient
+        flows to ``logits`` only, as :meth:`log_softmax_smoothed_gradient` followed by that gather.
+
+        The gather's gradient is ``g = -dl * onehot(y)`` (``dl`` the upstream per-frame gradient), so with
+        ``S = |dl| * sum_weight_y`` and ``T = -scale_y * dl + S * sum(shift)`` the gradient w.r.t. the logits is
+        ``shift * S - softmax(logits) * T - scale_y * dl * onehot(y)``: backends may compute it without a dense
+        ``g``. ``scale``/``shift``/``sum_weight`` are as in :meth:`scaled_gradient_ext`. This default composes
+        the two ops (slow but correct).
+        """
+        if isinstance(scale, float) and scale == 1.0 and isinstance(shift, float) and shift == 0.0:
+            return self.unary("neg", self.gather_last(log_probs, targets))  # nothing to smooth
+        axis = len(self.shape(log_probs)) - 1
+        smoothed = self.log_softmax_smoothed_gradient(logits, log_probs, axis, scale, shift, sum_weight)
+        return self.unary("neg", self.gather_last(smoothed, targets))
 
     # -- fused losses (loss and gradient in one pass; no gradient to any input but the logits) ------------------
 
@@ -231,11 +255,18 @@ class Backend:
 
         ``in_lens`` and ``tgt_lens`` are int ``[*B]``. ``normalized``: ``logits`` are already log-probs ``lp``
         (else ``lp = log_softmax(logits)``). The value is ``F.ctc_loss(lp, reduction="none")``: inf for a
-        target that cannot be aligned (0 with ``zero_infinity``). The gradient w.r.t. ``logits`` is
-        ``exp(lp) - q'``: ``q`` is the frame's CTC posterior (recovered as ``exp(lp) - g`` from the
-        framework's gradient ``g``), ``q'`` is ``q`` smoothed by ``smoothing`` (float or raw scalar) over the
-        ``K - 1`` non-blank labels with the blank kept and the total mass preserved:
-        ``q'_k = (1 - (K-1)*f) * q_k + f * sum_{j != blank} q_j``, ``f = smoothing / (K - 2)``.
+        target that cannot be aligned (0 with ``zero_infinity``). ``q`` is the frame's CTC posterior (recovered
+        as ``exp(lp) - g`` from the gradient ``g`` the framework's CTC returns for its log-prob input), ``q'`` is
+        ``q`` smoothed by ``smoothing`` (float or raw scalar) over the ``K - 1`` non-blank labels with the blank
+        kept and the total mass preserved: ``q'_k = (1 - (K-1)*f) * q_k + f * sum_{j != blank} q_j``,
+        ``f = smoothing / (K - 2)``. The gradient is the true one of the loss, with ``q'`` for ``q``:
+
+        - w.r.t. free log-probabilities (``normalized``): ``-q'`` (rows sum to -1; the frameworks' own CTC ops
+          return ``exp(lp) - q`` there, which is only right once a log-softmax follows),
+        - w.r.t. logits (not ``normalized``): ``softmax(logits) - q'`` (rows sum to 0).
+
+        So ``log_softmax`` -> :meth:`scaled_gradient_ext` smoothing with the blank excluded -> this op with
+        ``normalized`` gives exactly the gradient of this op with ``smoothing`` on the logits.
         Padding frames and impossible sequences get gradient 0.
         """
         raise NotImplementedError

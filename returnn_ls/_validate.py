@@ -1,6 +1,7 @@
 """Argument checks shared by the public functions. Every failure names the function, the argument and what
 is allowed. Checks that need a tensor's value run only where it can be read without tracing or compiling
-(eager TensorFlow, PyTorch outside ``torch.compile``)."""
+(eager TensorFlow, PyTorch outside ``torch.compile``); inside compiled code, :func:`guard_labels` makes an
+out-of-range label raise where the framework runs graph assertions, and give NaN everywhere else."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from frontend_backends.common import FLOAT_DTYPES
 from returnn_ls.dim import Dim
+from returnn_ls.ops import align, valid_frames, where
 from returnn_ls.tensor import Tensor
 
 
@@ -116,3 +118,45 @@ def _numpy_mask(dim: Dim, dims: tuple[Dim, ...], length: int, axis: int) -> np.n
     pos_shape = [1] * len(dims)
     pos_shape[axis] = length
     return np.arange(length).reshape(pos_shape) < raw
+
+
+def guard_labels(labels: Tensor, num_labels: int, name: str, func: str) -> tuple[Tensor, Tensor | None]:
+    """Check class indices ``labels`` against ``[0, num_labels)``, also inside compiled code.
+
+    Eager (the values can be read): a label outside the range inside the sequences raises a ValueError (see
+    :func:`check_labels_in_range`); :return: ``(labels, None)``.
+
+    Traced (``tf.function``, ``tf.function(jit_compile=True)``, ``torch.compile``), where Python cannot look at
+    the values: the graph checks them. Where the framework executes assertions in a graph (``tf.function``
+    without XLA) a bad label raises at run time with a message naming ``func`` and ``name``. Elsewhere (XLA,
+    ``torch.compile``) the callers make the output of each frame with a bad label NaN (:func:`poison_bad_frames`),
+    and, as the upstream gradient of that frame is then NaN too, the gradients it reaches. :return: ``(labels
+    with every out-of-range entry replaced by 0 (safe to index with), bool Tensor over labels.dims: True on
+    frames inside the sequences whose label is out of range)``.
+    """
+    if labels.concrete_value() is not None:
+        check_labels_in_range(labels, num_labels, name, func)
+        return labels, None
+    out_of_range = (labels < 0) | (labels >= num_labels)
+    bad = out_of_range
+    mask = valid_frames(labels)
+    if mask is not None:  # labels at padding frames may be anything (e.g. -100)
+        bad = bad & mask
+    labels.backend.assert_none_in_graph(
+        align(bad, labels.dims),
+        f"{func}: {name} has labels outside [0, {num_labels}) (found by the check inside the compiled graph; "
+        "an eager call names them)",
+    )
+    return labels.copy_template(align(where(out_of_range, 0, labels), labels.dims)), bad
+
+
+def poison_bad_frames(x: Tensor | float, bad: Tensor | None) -> Tensor | float:
+    """:return: ``x`` (a Tensor or a number) times 1, or NaN on the frames where ``bad`` (from :func:`guard_labels`)
+    is True, so that the upstream gradient of those frames is NaN as well; ``x`` itself when ``bad`` is None"""
+    if bad is None:
+        return x
+    factor = where(bad, float("nan"), 1.0)
+    if not isinstance(x, Tensor):
+        return factor * x
+    out = x * factor
+    return out.copy_transpose(x.dims + tuple(d for d in out.dims if d not in x.dims))

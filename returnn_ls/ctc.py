@@ -1,17 +1,26 @@
 r"""CTC loss whose gradient smooths the CTC posterior over the non-blank labels.
 
-The CTC loss ``L = -log sum_paths prod_t p_t(path_t)`` has, w.r.t. the logits ``z`` of ``p = softmax(z)``, the
-gradient ``p_t - q_t``, where ``q_t`` is the posterior of the labels at frame ``t`` given the target (a
-distribution). ``F.ctc_loss`` and ``tf.nn.ctc_loss`` both return ``exp(lp) - q`` as "the gradient" w.r.t. their
-log-prob input (not the true ``-q``; the difference vanishes through ``log_softmax``). Label smoothing belongs on
-``q``, so we recover ``q = exp(lp) - g`` from the framework's gradient ``g`` and emit ``p - q'`` with::
+The CTC loss ``L = -log sum_paths prod_t p_t(path_t)`` has, w.r.t. the log-probabilities ``lp`` of the frames,
+the gradient ``-q_t``, where ``q_t`` is the posterior of the labels at frame ``t`` given the target (a
+distribution: the rows of ``-q`` sum to -1). Through ``lp = log_softmax(z)`` this becomes ``p_t - q_t`` w.r.t. the
+logits ``z``. ``F.ctc_loss`` and ``tf.nn.ctc_loss`` both return ``exp(lp) - q`` as "the gradient" w.r.t. their
+log-prob input (not the true ``-q``; the difference vanishes only through a ``log_softmax``), so we recover
+``q = exp(lp) - g`` from the framework's gradient ``g``. Label smoothing belongs on ``q``::
 
     q'_k = (1 - (K-1)*f) * q_k + f * sum_{j != blank} q_j    (k != blank),   q'_blank = q_blank,   f = a/(K-2)
 
-as :func:`returnn_ls.label_smoothed_log_prob_gradient` with ``exclude_labels=[blank]`` smooths ``-g``: the
-non-blank mass is kept, so ``q'`` is still a distribution and the gradient still sums to 0 over the labels.
-Putting ``label_smoothed_log_prob_gradient`` directly in front of the frameworks' CTC ops would smooth
-``q - exp(lp)`` instead, which is not a distribution.
+the same as :func:`returnn_ls.label_smoothed_log_prob_gradient` with ``exclude_labels=[blank]`` does to ``-g``: the
+non-blank mass is kept, so ``q'`` is still a distribution. :func:`ctc_loss` returns the true gradient with ``q'``
+for ``q``: ``-q'`` w.r.t. the input when ``logits_normalized=True`` (rows sum to -1 on valid frames), ``softmax(z)
+- q'`` w.r.t. the logits otherwise. So both ways of writing label-smoothed CTC give the same gradient w.r.t. the
+logits::
+
+    ctc_loss(logits=z, ..., label_smoothing=a)
+    ctc_loss(logits=label_smoothed_log_prob_gradient(log_softmax(z), a, exclude_labels=[blank]), ...,
+             logits_normalized=True)
+
+(the second is how RETURNN setups write it). Putting ``label_smoothed_log_prob_gradient`` in front of the
+frameworks' own CTC ops instead would smooth ``q - exp(lp)``, which is not a distribution.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import numbers
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
 from returnn_ls.ops import align, cast, range_over_dim, sequence_mask, valid_frames, where
-from returnn_ls.reduce import reduce_sum
+from returnn_ls.reduce import reduce, reduce_sum
 from returnn_ls.tensor import Tensor
 
 __all__ = ["ctc_loss"]
@@ -90,9 +99,11 @@ def ctc_loss(
     :param input_spatial_dim: the time dim of ``logits``, usually dynamic (``Dim(lengths)``)
     :param targets_spatial_dim: the label-sequence dim of ``targets``, usually dynamic
     :param blank_index: the blank's class index (negative counts from the end)
-    :param logits_normalized: ``logits`` are already log-probabilities (no ``log_softmax`` is applied)
+    :param logits_normalized: ``logits`` are already log-probabilities (no ``log_softmax`` is applied); the
+        gradient w.r.t. them is then the true ``-q'`` (rows sum to -1), not the frameworks' ``exp(lp) - q``
     :param label_smoothing: ``a`` in ``[0, 1]`` (float or scalar Tensor): the gradient becomes
-        ``softmax(logits) - q'`` with the posterior ``q`` smoothed over the non-blank labels (see module doc).
+        ``softmax(logits) - q'`` (``-q'`` for normalized input) with the posterior ``q`` smoothed over the
+        non-blank labels (see module doc).
         The loss value is not changed. Needs at least 3 classes when ``a`` may be nonzero.
     :param zero_infinity: a target that cannot be aligned to its frames (too long) gets loss 0 instead of inf.
         Its gradient is 0 either way (PyTorch would give NaN without ``zero_infinity``).
@@ -113,7 +124,7 @@ def ctc_loss(
     for name, flag in (("logits_normalized", logits_normalized), ("zero_infinity", zero_infinity)):
         if not isinstance(flag, bool):
             raise TypeError(f"{func}: {name} must be a bool, got {type(flag).__name__}")
-    _validate.check_labels_in_range(targets, axis.dimension, "targets", func)
+    targets, bad = _validate.guard_labels(targets, axis.dimension, "targets", func)
     mask = valid_frames(targets)
     if mask is not None:
         targets = where(mask, targets, 0)
@@ -127,4 +138,7 @@ def ctc_loss(
         smoothing.raw_tensor if isinstance(smoothing, Tensor) else smoothing,
         zero_infinity,
     )
-    return Tensor(raw, batch_dims, backend=logits.backend)
+    loss = Tensor(raw, batch_dims, backend=logits.backend)
+    if bad is not None:  # a sequence with a bad label gets NaN
+        bad = reduce(bad, mode="any", axis=targets_spatial_dim, use_mask=False)
+    return _validate.poison_bad_frames(loss, bad)

@@ -43,9 +43,10 @@ CONVENTIONS = ("returnn", "uniform")
 
 def check_targets(
     targets: Tensor, logits: Tensor, axis: Dim, func: str, *, feature_dim: Dim | None = None, name: str = "logits"
-) -> tuple[Dim, ...]:
+) -> tuple[tuple[Dim, ...], Tensor, Tensor | None]:
     """Check class-index ``targets`` against ``logits`` (or another source ``name`` whose ``feature_dim`` stands
-    for the class axis, e.g. the hidden dim); :return: the frame dims (the dims of ``targets``)"""
+    for the class axis, e.g. the hidden dim). :return: the frame dims (the dims of ``targets``), and the targets
+    and bad-label frames from ``_validate.guard_labels``"""
     _validate.check_tensor(targets, "targets", func)
     if not targets.dtype.startswith("int"):
         raise TypeError(f"{func}: targets must hold integer class indices, got dtype {targets.dtype}")
@@ -60,8 +61,7 @@ def check_targets(
             f"{func}: targets must have the dims of {name} without {dropped}: "
             f"expected {expected} (any order), got {list(targets.dims)}"
         )
-    _validate.check_labels_in_range(targets, axis.dimension, "targets", func)
-    return targets.dims
+    return (targets.dims,) + _validate.guard_labels(targets, axis.dimension, "targets", func)
 
 
 def _check_z_loss(z_loss: float, func: str) -> float:
@@ -126,8 +126,9 @@ def label_smoothed_cross_entropy(
     lengths, e.g. ``Dim(lens)``; ``lens[b]`` = the number of frames before the first ignored one).
 
     :param logits: float Tensor over ``axis`` (any dtype; float16/bfloat16 are accumulated in float32)
-    :param targets: int class indices with the dims of ``logits`` without ``axis``. Range checks run only
-        where values can be read without tracing (eager TF, torch outside ``torch.compile``).
+    :param targets: int class indices with the dims of ``logits`` without ``axis``. A label outside ``[0, K)``
+        raises a ValueError in eager mode and an error at run time inside ``tf.function``; under XLA and
+        ``torch.compile`` that frame's loss (and gradient) is NaN. Padding frames may hold any label.
     :param axis: the class axis, a static dim of ``logits``
     :param smoothing: ``a`` in ``[0, 1]``: float or scalar Tensor (e.g. a schedule)
     :param convention: ``"returnn"`` (others get ``a/(K-1)``) or ``"uniform"`` (all get ``a/K``)
@@ -144,7 +145,7 @@ def label_smoothed_cross_entropy(
     axis = _validate.resolve_axis(logits, axis, func)
     if axis not in logits.dims:
         raise ValueError(f"{func}: axis {axis} is not one of the logits' dims {list(logits.dims)}")
-    frame_dims = check_targets(targets, logits, axis, func)
+    frame_dims, targets, bad = check_targets(targets, logits, axis, func)
     smoothing = _validate.check_fraction(smoothing, "smoothing", func)
     excluded = _validate.check_exclude_labels(exclude_labels, axis.dimension, func)
     weight = _check_weight(weight, axis, func)
@@ -163,4 +164,4 @@ def label_smoothed_cross_entropy(
         z_loss,
         None if mask is None else align(mask, frame_dims),
     )
-    return Tensor(raw, frame_dims, backend=logits.backend)
+    return _validate.poison_bad_frames(Tensor(raw, frame_dims, backend=logits.backend), bad)

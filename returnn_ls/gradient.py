@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from typing import Any
 
@@ -84,12 +85,53 @@ def scaled_gradient_ext(
     raw_weight = _raw_factor(sum_mask, source, "sum_mask") if sum_axis is not None else None
     raw_scale = 1.0 if raw_scale is None else raw_scale
     fusable = source.log_softmax_of is not None and source.log_softmax_of[1] is scale_shift_by_sum_over_axis
-    if fusable and raw_shift is not None:
-        # source = log_softmax(logits): one op gives the gradient w.r.t. the logits directly
-        logits = source.log_softmax_of[0]
-        raw = source.backend.log_softmax_smoothed_gradient(
-            logits.raw_tensor, source.raw_tensor, sum_axis, raw_scale, raw_shift, raw_weight
+    if not (fusable and raw_shift is not None):
+        return source.copy_template(
+            source.backend.scaled_gradient_ext(source.raw_tensor, raw_scale, raw_shift, sum_axis, raw_weight)
         )
-    else:
-        raw = source.backend.scaled_gradient_ext(source.raw_tensor, raw_scale, raw_shift, sum_axis, raw_weight)
-    return source.copy_template(raw)
+    # source = log_softmax(logits): one op gives the gradient w.r.t. the logits directly
+    smoothed = SmoothedLogSoftmax(source.log_softmax_of[0], source, source.log_softmax_of[1], raw_scale, raw_shift,
+                                  raw_weight)  # fmt: skip
+    raw = source.backend.log_softmax_smoothed_gradient(
+        smoothed.logits.raw_tensor, source.raw_tensor, sum_axis, raw_scale, raw_shift, raw_weight
+    )
+    out = source.copy_template(raw)
+    out.smoothed_log_softmax_of = smoothed
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SmoothedLogSoftmax:
+    """How the output of :func:`scaled_gradient_ext` on a :func:`returnn_ls.log_softmax` was made: the logits,
+    the log-softmax, its axis and the raw factors, aligned to the log-softmax's dims."""
+
+    logits: Tensor
+    log_probs: Tensor
+    axis: Dim
+    scale: Any
+    shift: Any
+    sum_weight: Any
+
+    def nll(self, targets: Tensor) -> Tensor:
+        """:return: ``-log_probs[targets]`` over the frame dims, with the gradient of the smoothed path, fused.
+
+        Used by :func:`returnn_ls.cross_entropy` for sparse targets: the backward pass then never builds the dense
+        one-hot gradient of the gather. The smoothing of this consumer's gradient happens inside the fused op, so
+        gradients that other consumers of the smoothed log-probs send back are smoothed separately (the same sum
+        unless their signs differ, as ``sum|g|`` is not linear).
+        """
+        backend = self.log_probs.backend
+        frame_dims = tuple(d for d in self.log_probs.dims if d is not self.axis)
+        order = frame_dims + (self.axis,)
+        perm = [self.log_probs.dims.index(d) for d in order]
+
+        def arrange(raw: Any) -> Any:
+            if not backend.is_tensor(raw) or perm == sorted(perm):
+                return raw
+            return backend.transpose(raw, perm)
+
+        raw = backend.log_softmax_smoothed_nll(
+            align(self.logits, order), align(self.log_probs, order), align(targets, frame_dims),
+            arrange(self.scale), arrange(self.shift), arrange(self.sum_weight),
+        )  # fmt: skip
+        return Tensor(raw, frame_dims, backend=backend)

@@ -39,7 +39,7 @@ def label_smoothing(prob: Tensor, smoothing: float | Tensor, *, axis: Dim | None
     if prob.sparse_dim is not None:
         if axis is not prob.sparse_dim:
             raise ValueError(f"{func}: axis {axis} must be the sparse dim {prob.sparse_dim} of sparse prob")
-        return smooth_one_hot(prob, label_prob=1.0 - smoothing)
+        return _smooth_one_hot(prob, 1.0 - smoothing, axis, "prob", func)
     _validate.check_float(prob, "prob", func)
     floor = smoothing / (axis.dimension - 1)
     return prob * (1.0 - axis.dimension * floor) + floor
@@ -59,10 +59,17 @@ def smooth_one_hot(source: Tensor, *, label_prob: float | Tensor) -> Tensor:
         raise TypeError(f"{func}: source must be sparse (integer class indices with a sparse_dim), got {source}")
     label_prob = _validate.check_fraction(label_prob, "label_prob", func)
     axis = _validate.resolve_axis(source, source.sparse_dim, func, name="source.sparse_dim")
-    _validate.check_labels_in_range(source, axis.dimension, "source", func)
-    is_label = range_over_dim(axis, like=source) == source
+    return _smooth_one_hot(source, label_prob, axis, "source", func)
+
+
+def _smooth_one_hot(source: Tensor, label_prob: float | Tensor, axis: Dim, name: str, func: str) -> Tensor:
+    """:return: the smooth one-hot encoding of the checked labels ``source`` (argument ``name`` of ``func``);
+    NaN rows for out-of-range labels in compiled code (see ``_validate.guard_labels``)"""
+    _, bad = _validate.guard_labels(source, axis.dimension, name, func)
     on = label_prob if isinstance(label_prob, Tensor) else constant(label_prob, like=source, dtype="float32")
-    out = where(is_label, on, (1.0 - label_prob) / (axis.dimension - 1))
+    off = (1.0 - label_prob) / (axis.dimension - 1)
+    on, off = (_validate.poison_bad_frames(v, bad) for v in (on, off))  # NaN rows, without a pass over the output
+    out = where(range_over_dim(axis, like=source) == source, on, off)
     out = out.copy_transpose(source.dims + (axis,))
     out.feature_dim = axis
     return out

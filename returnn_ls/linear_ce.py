@@ -37,8 +37,11 @@ from returnn_ls.tensor import Tensor
 
 __all__ = ["linear_label_smoothed_cross_entropy"]
 
-#: The default chunk holds about this many logits (16 MiB in float32): large enough for an efficient matmul.
-CHUNK_ELEMENTS = 1 << 22
+#: The default chunk holds about this many logits (64 MiB in float32; the kernels keep two such buffers) ...
+CHUNK_ELEMENTS = 1 << 24
+#: ... but at least this many frames: every chunk reads the whole weight matrix and adds into its whole gradient,
+#: so fewer rows make the matmuls memory-bound (a 262,144-label vocabulary: 128 frames are 128 MiB of logits).
+MIN_CHUNK_FRAMES = 128
 
 
 def _check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None, axis: Dim, func: str) -> Dim:
@@ -63,7 +66,7 @@ def _check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None, axis:
 
 def _check_chunk_size(chunk_size: int | None, num_labels: int, func: str) -> int:
     if chunk_size is None:
-        return max(1, CHUNK_ELEMENTS // num_labels)
+        return max(MIN_CHUNK_FRAMES, CHUNK_ELEMENTS // num_labels)
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"{func}: chunk_size must be a positive int (frames per chunk) or None, got {chunk_size!r}")
     return chunk_size
@@ -95,7 +98,7 @@ def linear_label_smoothed_cross_entropy(
     :param smoothing: ``a`` in ``[0, 1]``: float or scalar Tensor
     :param convention: ``"returnn"`` (others get ``a/(K-1)``) or ``"uniform"`` (all get ``a/K``)
     :param exclude_labels: labels that get no smoothing mass (e.g. a blank)
-    :param chunk_size: frames per chunk; default: about ``CHUNK_ELEMENTS / K``
+    :param chunk_size: frames per chunk; default: about ``CHUNK_ELEMENTS / K``, at least ``MIN_CHUNK_FRAMES``
     :return: the loss with the dims of ``targets``; 0 (and gradient 0) on frames outside a dynamic dim's length
     """
     func = "linear_label_smoothed_cross_entropy"
@@ -103,7 +106,7 @@ def linear_label_smoothed_cross_entropy(
     axis = _validate.resolve_axis(weight, axis, func)
     _validate.check_tensor(hidden, "hidden", func)
     hidden_dim = _check_projection(hidden, weight, bias, axis, func)
-    frame_dims = check_targets(targets, hidden, axis, func, feature_dim=hidden_dim, name="hidden")
+    frame_dims, targets, bad = check_targets(targets, hidden, axis, func, feature_dim=hidden_dim, name="hidden")
     if convention not in ("returnn", "uniform"):
         raise ValueError(f"{func}: convention must be 'returnn' or 'uniform', got {convention!r}")
     smoothing = _validate.check_fraction(smoothing, "smoothing", func)
@@ -125,4 +128,4 @@ def linear_label_smoothed_cross_entropy(
         None if mask is None else align(mask, frame_dims),
         chunk,
     )
-    return Tensor(raw, frame_dims, backend=hidden.backend)
+    return _validate.poison_bad_frames(Tensor(raw, frame_dims, backend=hidden.backend), bad)

@@ -13,6 +13,7 @@ from returnn_ls import _validate
 from returnn_ls.ctc import ctc_loss
 from returnn_ls.dim import Dim
 from returnn_ls.fused_ce import check_targets, label_smoothed_cross_entropy
+from returnn_ls.gradient import SmoothedLogSoftmax
 from returnn_ls.ops import (
     cast,
     gather,
@@ -62,15 +63,29 @@ def cross_entropy(*, estimated: Tensor, target: Tensor, axis: Dim, estimated_typ
     if target.sparse_dim is not None:
         if target.sparse_dim is not axis:
             raise ValueError(f"{func}: target.sparse_dim {target.sparse_dim} must be axis {axis}")
-        _validate.check_labels_in_range(target, axis.dimension, "target", func)
+        target, bad = _validate.guard_labels(target, axis.dimension, "target", func)
         mask = valid_frames(target)
         if mask is not None:  # labels at padding frames may be anything (e.g. -100)
             target = where(mask, target, 0)
-        return -gather(log_prob, indices=target, axis=axis)
+        fused = _fused_log_softmax(log_prob, axis)
+        if fused is not None:  # log_softmax (-> smoothed gradient) -> here: one op, no dense one-hot gradient
+            return _validate.poison_bad_frames(fused.nll(target), bad)
+        return _validate.poison_bad_frames(-gather(log_prob, indices=target, axis=axis), bad)
     _validate.check_float(target, "target", func)
     if axis not in target.dims:
         raise ValueError(f"{func}: dense target must have axis {axis}, got dims {list(target.dims)}")
     return -reduce_sum(target * log_prob, axis=axis)
+
+
+def _fused_log_softmax(log_prob: Tensor, axis: Dim) -> SmoothedLogSoftmax | None:
+    """:return: how ``log_prob`` was made, if it is the output of :func:`returnn_ls.log_softmax` over ``axis``
+    (scale 1, shift 0), possibly with a smoothed gradient over ``axis``; else None"""
+    smoothed = log_prob.smoothed_log_softmax_of
+    if smoothed is not None:
+        return smoothed if smoothed.axis is axis else None
+    if log_prob.log_softmax_of is None or log_prob.log_softmax_of[1] is not axis:
+        return None
+    return SmoothedLogSoftmax(log_prob.log_softmax_of[0], log_prob, axis, 1.0, 0.0, None)
 
 
 def _xlogx(a: float | Tensor) -> float | Tensor:
@@ -107,7 +122,7 @@ def label_relaxation_loss(*, logits: Tensor, targets: Tensor, axis: Dim, alpha: 
     axis = _validate.resolve_axis(logits, axis, func)
     if axis not in logits.dims:
         raise ValueError(f"{func}: axis {axis} is not one of the logits' dims {list(logits.dims)}")
-    frame_dims = check_targets(targets, logits, axis, func)
+    frame_dims, targets, bad = check_targets(targets, logits, axis, func)
     alpha = _validate.check_fraction(alpha, "alpha", func, upper_open=True)
     if logits.dtype in ("float16", "bfloat16"):
         logits = cast(logits, "float32")
@@ -123,4 +138,4 @@ def label_relaxation_loss(*, logits: Tensor, targets: Tensor, axis: Dim, alpha: 
     loss = where(inside, 0.0, loss)
     if mask is not None:
         loss = where(mask, loss, 0.0)
-    return loss.copy_transpose(frame_dims)
+    return _validate.poison_bad_frames(loss.copy_transpose(frame_dims), bad)

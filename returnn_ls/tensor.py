@@ -23,7 +23,8 @@ class Tensor:
     Use :func:`convert_to_tensor` to create one from user data.
     """
 
-    __slots__ = ("raw_tensor", "dims", "dtype", "feature_dim", "sparse_dim", "backend", "log_softmax_of")
+    __slots__ = ("raw_tensor", "dims", "dtype", "feature_dim", "sparse_dim", "backend", "log_softmax_of",
+                 "smoothed_log_softmax_of")  # fmt: skip
     __hash__ = object.__hash__
 
     def __init__(
@@ -44,6 +45,9 @@ class Tensor:
         #: for the output of :func:`returnn_ls.log_softmax`: its input logits (same dims, same order) and the axis,
         #: so that :func:`returnn_ls.label_smoothed_log_prob_gradient` can fuse its backward with the log-softmax's
         self.log_softmax_of: tuple[Tensor, Dim] | None = None
+        #: for the output of a smoothed-gradient op on such a log-softmax: what :func:`returnn_ls.cross_entropy`
+        #: needs to fuse the gather with it (see ``returnn_ls.gradient.SmoothedLogSoftmax``)
+        self.smoothed_log_softmax_of: Any = None
 
     @property
     def backend_name(self) -> str:

@@ -1,8 +1,9 @@
 """The public functions under ``torch.compile`` and ``tf.function(jit_compile=True)`` (XLA): same values and
 gradients as eager mode, no graph break, and no retrace/recompile when a tensor-valued smoothing changes.
 
-torch.compile uses the ``aot_eager`` backend: it traces forward and backward through dynamo and AOTAutograd like
-``inductor`` does, but skips inductor's C++ code generation, which takes ~17 s per graph on this 2-core CPU.
+torch.compile mostly uses the ``aot_eager`` backend: it traces forward and backward through dynamo and AOTAutograd
+like ``inductor`` does, but skips inductor's C++ code generation, which takes ~17 s per graph on this 2-core CPU;
+one test compiles the fused kernels with ``inductor`` itself.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ PROGRAMS = {
     "label_smoothing_sparse": lambda z, y, q, a, v: _ce(z, rf.label_smoothing(y, a), v),
     "smooth_one_hot": lambda z, y, q, a, v: _ce(z, rf.smooth_one_hot(y, label_prob=1.0 - a), v),
     "label_smoothed_log_prob_gradient": lambda z, y, q, a, v: _lsg(z, y, a, v),
+    "label_smoothed_log_prob_gradient_dense_target": lambda z, y, q, a, v: _ce(
+        rf.label_smoothed_log_prob_gradient(rf.log_softmax(z, axis=v), a), q, v, "log-probs"
+    ),
     "label_smoothed_log_prob_gradient_excluded": lambda z, y, q, a, v: _lsg(z, y, a, v, exclude_labels=[0]),
     "label_smoothed_log_prob_gradient_returnn_compat": lambda z, y, q, a, v: _lsg(
         z, y, a, v, exclude_labels=[0], returnn_compat=True
@@ -85,19 +89,6 @@ def select():
     _backend._selected = previous
 
 
-#: Known torch.compile problems (strict xfail: the test fails once they are fixed, so the marker gets removed).
-TORCH_COMPILE_KNOWN_ISSUES = {
-    "label_smoothed_cross_entropy": "its kernel runs eagerly (torch.compiler.disable): one graph break by design",
-    "ctc_loss": "its kernel (aten._ctc_loss plus a nested autograd call) runs eagerly: one graph break by design",
-}
-TORCH_PROGRAMS = [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=TORCH_COMPILE_KNOWN_ISSUES[name]))
-    if name in TORCH_COMPILE_KNOWN_ISSUES
-    else name
-    for name in PROGRAMS
-]
-
-
 def _raw_loss(program: str):
     """:return: ``(raw logits, raw smoothing) -> raw scalar loss`` of ``program``, the function to compile"""
     return lambda z, a: _loss(program, z, a).raw_tensor
@@ -115,7 +106,7 @@ def _assert_compiled_matches_eager(torch, loss, compiled) -> None:
             np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("program", TORCH_PROGRAMS)
+@pytest.mark.parametrize("program", PROGRAMS)
 def test_torch_compile_matches_eager_without_graph_breaks_or_recompiles(select, program):
     torch = pytest.importorskip("torch")
     from torch._dynamo.testing import CompileCounterWithBackend
@@ -130,19 +121,18 @@ def test_torch_compile_matches_eager_without_graph_breaks_or_recompiles(select, 
     assert counter.frame_count == 1, "a new smoothing value must not recompile"
 
 
-@pytest.mark.parametrize("program", sorted(TORCH_COMPILE_KNOWN_ISSUES))
-def test_torch_compile_of_the_fused_kernels_matches_eager_and_breaks_only_at_the_kernel(select, program):
+def test_inductor_compiles_the_fused_kernels_in_one_graph(select):
+    """The default backend (inductor, C++ code generation): the fused CE and CTC custom ops and the fused
+    gradient-smoothing path in one ``fullgraph`` graph, forward and backward, equal to eager."""
     torch = pytest.importorskip("torch")
     select("torch")
+    programs = ("label_smoothed_cross_entropy", "ctc_loss", "label_smoothed_log_prob_gradient_excluded")
 
-    loss = _raw_loss(program)
+    def loss(z, a):
+        return sum(_loss(program, z, a).raw_tensor for program in programs)
+
     torch._dynamo.reset()
-    compiled = torch.compile(loss, backend="aot_eager")
-    _assert_compiled_matches_eager(torch, loss, compiled)
-    torch._dynamo.reset()
-    explained = torch._dynamo.explain(loss)(torch.tensor(LOGITS, requires_grad=True), torch.tensor(0.1))
-    reasons = {str(b.reason).split("\n")[0] for b in explained.break_reasons}
-    assert reasons and all("disable" in r for r in reasons), reasons
+    _assert_compiled_matches_eager(torch, loss, torch.compile(loss, fullgraph=True))
 
 
 def test_torch_compile_of_a_training_step_matches_eager(select):

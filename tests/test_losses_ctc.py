@@ -115,13 +115,16 @@ def test_impossible_alignment_gives_inf_or_zero_and_no_nan_gradients(backend, rn
     np.testing.assert_allclose(grad[:2], grad_ok[:2], atol=1e-7)
 
 
-def test_normalized_logits(backend, rng):
+def test_normalized_logits_get_the_true_gradient_minus_the_posterior(backend, rng):
     dims, x, y = setup(rng)
     lp = (x - np.log(np.exp(x.astype(np.float64)).sum(-1, keepdims=True))).astype("float32")
     loss, (grad,) = backend.value_and_grad(ctc_fn(dims, y, blank_index=0, logits_normalized=True), lp)
     ref, ref_grad = torch_ctc(x, y, 0)
+    frames = np.arange(T)[None, :] < IN_LENS[:, None]
+    q = (np_softmax(x.astype(np.float64)) - ref_grad) * frames[..., None]  # the posterior, from PyTorch's softmax - q
     np.testing.assert_allclose(loss, ref, rtol=1e-5)
-    np.testing.assert_allclose(grad, ref_grad, atol=1e-5)  # exp(lp) - q, as PyTorch returns it
+    np.testing.assert_allclose(grad, -q, atol=1e-5)  # d(-log p(y|x)) / d log-prob = -q, not PyTorch's exp(lp) - q
+    np.testing.assert_allclose(grad.sum(-1), -frames.astype(np.float64), atol=1e-5)
 
 
 def test_several_batch_dims_in_any_order(backend, rng):
@@ -172,3 +175,27 @@ def test_targets_without_the_batch_dims_raise(backend, rng):
         rf.ctc_loss(
             logits=logits, targets=targets, input_spatial_dim=time, targets_spatial_dim=targets.dims[0], blank_index=0
         )
+
+
+@pytest.mark.parametrize("blank", [0, 2])
+def test_smoothing_the_log_prob_gradient_in_front_of_normalized_ctc_equals_ctc_label_smoothing(backend, rng, blank):
+    """``log_softmax -> label_smoothed_log_prob_gradient(exclude_labels=[blank]) -> ctc_loss(logits_normalized)``,
+    the pattern RETURNN setups write, gives the gradient of ``ctc_loss(label_smoothing=a)`` w.r.t. the logits."""
+    dims, x, y = setup(rng, blank)
+    batch, time, vocab, labels = dims
+
+    def path(raw):
+        logits = rf.convert_to_tensor(raw, dims=[batch, time, vocab], feature_dim=vocab)
+        log_probs = rf.label_smoothed_log_prob_gradient(rf.log_softmax(logits, axis=vocab), 0.2, exclude_labels=[blank])
+        targets = rf.convert_to_tensor(y, dims=[batch, labels], sparse_dim=vocab)
+        return rf.ctc_loss(logits=log_probs, targets=targets, input_spatial_dim=time, targets_spatial_dim=labels,
+                           blank_index=blank, logits_normalized=True)  # fmt: skip
+
+    loss, (grad,) = backend.value_and_grad(path, x)
+    fused_loss, (fused_grad,) = backend.value_and_grad(ctc_fn(dims, y, blank_index=blank, label_smoothing=0.2), x)
+    np.testing.assert_allclose(loss, fused_loss, rtol=1e-6)
+    np.testing.assert_allclose(grad, fused_grad, atol=1e-6)
+    ref, ref_grad = torch_ctc(x, y, blank)  # and both are softmax - q' with q from PyTorch's gradient
+    frames = (np.arange(T)[None, :] < IN_LENS[:, None])[..., None]
+    q_smooth = np_smooth_posterior(np_softmax(x.astype(np.float64)) - ref_grad, 0.2, blank)
+    np.testing.assert_allclose(grad, (np_softmax(x) - q_smooth) * frames, atol=1e-5)

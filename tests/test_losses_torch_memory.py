@@ -109,3 +109,40 @@ def test_chunked_rows_give_the_same_result(monkeypatch, dtype, requires_grad):
     torch.testing.assert_close(chunked[0], whole[0], rtol=0, atol=0)
     if requires_grad:
         torch.testing.assert_close(chunked[1], whole[1], rtol=0, atol=0)
+
+
+def test_huge_page_buffers_give_the_same_results(monkeypatch):
+    """The fused kernels' large buffers (transparent huge pages, see ``custom_ops.large_empty``) hold the same
+    numbers as ordinary ones: every buffer is made that way when the size threshold is 0."""
+    import torch
+
+    import returnn_ls as rf
+    from frontend_backends.torch import custom_ops
+    from returnn_ls import Dim
+
+    rf.select_backend("torch")
+    batch, vocab, hid = Dim(6, name="batch"), Dim(5, name="vocab"), Dim(3, name="hidden")
+    x, h = torch.randn(6, 5), torch.randn(6, 3)
+    w = torch.randn(5, 3)
+    targets = rf.convert_to_tensor(torch.randint(0, 5, (6,)), dims=[batch], sparse_dim=vocab)
+
+    def run():
+        raw_x, raw_h, raw_w = (t.clone().requires_grad_() for t in (x, h, w))
+        logits = rf.convert_to_tensor(raw_x, dims=[batch, vocab], feature_dim=vocab)
+        fused = rf.label_smoothed_cross_entropy(logits=logits, targets=targets, axis=vocab, smoothing=0.1)
+        log_probs = rf.label_smoothed_log_prob_gradient(rf.log_softmax(logits, axis=vocab), 0.1)
+        path = rf.cross_entropy(estimated=log_probs, target=targets, axis=vocab, estimated_type="log-probs")
+        hidden, weight = rf.convert_to_tensor(raw_h, dims=[batch, hid]), rf.convert_to_tensor(raw_w, dims=[vocab, hid])
+        linear = rf.linear_label_smoothed_cross_entropy(
+            hidden=hidden, weight=weight, targets=targets, axis=vocab, smoothing=0.1
+        )
+        total = sum(loss.raw_tensor.sum() for loss in (fused, path, linear))
+        return [total.detach()] + list(torch.autograd.grad(total, (raw_x, raw_h, raw_w)))
+
+    ordinary = run()
+    monkeypatch.setattr(custom_ops, "HUGE_PAGE_MIN_BYTES", 0)
+    for got, want in zip(run(), ordinary):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch._dynamo.reset()  # and the fake kernels, which trace the ops under torch.compile, make no such buffers
+    for got, want in zip(torch.compile(run, backend="aot_eager")(), ordinary):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

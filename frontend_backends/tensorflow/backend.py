@@ -145,6 +145,10 @@ class TensorFlowBackend(Backend):
     def stop_gradient(self, x: Any) -> Any:
         return tf.stop_gradient(x)
 
+    def assert_none_in_graph(self, bad: Any, message: str) -> None:
+        if not tf.executing_eagerly():  # XLA ignores the assertion (a no-op there)
+            tf.debugging.assert_equal(tf.reduce_any(bad), False, message=message)
+
     def scaled_gradient_ext(self, x: Any, scale: Any, shift: Any, sum_axis: int | None, sum_weight: Any = None) -> Any:
         return gradients.scaled_gradient_ext(x, scale, shift, sum_axis, sum_weight)
 

@@ -114,19 +114,20 @@ def _impossible(targets, in_lens, tgt_lens):
     return in_lens < tgt_lens + repeats
 
 
-def _smoothed_posterior_grad(lp, g, blank: int, smoothing: Any):
-    """:return: ``exp(lp) - q'``, ``q = softmax(lp) - g`` smoothed over the non-blank labels (blank kept)"""
-    if isinstance(smoothing, float) and smoothing == 0.0:
-        return g
-    num_labels = lp.shape.as_list()[-1]  # an int also under tf.compat.v1 (v1 TensorShape, as in RETURNN)
-    floor = tf.cast(smoothing, lp.dtype) / (num_labels - 2)
-    factor = 1.0 - (num_labels - 1) * floor
+def _gradient_of_input(lp, g, blank: int, normalized: bool, smoothing: Any):
+    """:return: ``-q'`` (w.r.t. free log-probs, ``normalized``) or ``exp(lp) - q'`` (w.r.t. logits), where the
+    posterior ``q = softmax(lp) - g`` (``tf.nn.ctc_loss`` treats its input as logits) is smoothed over the
+    non-blank labels (blank kept, mass kept)"""
     q = tf.nn.softmax(lp) - g
-    q_blank = q[..., blank : blank + 1]
-    included_mass = tf.reduce_sum(q, -1, keepdims=True) - q_blank
-    is_blank = tf.equal(tf.range(num_labels), blank)  # not ==: under tf.compat.v1 graph mode that is identity
-    q_smooth = tf.where(is_blank, q_blank, factor * q + floor * included_mass)
-    return tf.exp(lp) - q_smooth
+    if not (isinstance(smoothing, float) and smoothing == 0.0):
+        num_labels = lp.shape.as_list()[-1]  # an int also under tf.compat.v1 (v1 TensorShape, as in RETURNN)
+        floor = tf.cast(smoothing, lp.dtype) / (num_labels - 2)
+        factor = 1.0 - (num_labels - 1) * floor
+        q_blank = q[..., blank : blank + 1]
+        included_mass = tf.reduce_sum(q, -1, keepdims=True) - q_blank
+        is_blank = tf.equal(tf.range(num_labels), blank)  # not ==: under tf.compat.v1 graph mode that is identity
+        q = tf.where(is_blank, q_blank, factor * q + floor * included_mass)
+    return -q if normalized else tf.exp(lp) - q
 
 
 def _ctc_core(x, targets, in_lens, tgt_lens, blank, normalized, smoothing):
@@ -142,7 +143,7 @@ def _ctc_core(x, targets, in_lens, tgt_lens, blank, normalized, smoothing):
     impossible = _impossible(targets, in_lens, tgt_lens)
     frames = tf.range(tf.shape(x)[1])[None, :] < in_lens[:, None]
     keep = tf.logical_and(frames, tf.logical_not(impossible)[:, None])[..., None]
-    grad = tf.where(keep, _smoothed_posterior_grad(lp, g, blank, smoothing), tf.zeros_like(lp))
+    grad = tf.where(keep, _gradient_of_input(lp, g, blank, normalized, smoothing), tf.zeros_like(lp))
     return tf.where(impossible, tf.constant(float("inf"), nll.dtype), nll), grad
 
 

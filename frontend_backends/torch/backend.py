@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from frontend_backends.base import Backend
-from frontend_backends.torch import linear_ce, losses, nn
+from frontend_backends.torch import ctc, linear_ce, losses, nn, smoothed_gradient
 
 _DTYPES = {
     "float16": torch.float16,
@@ -184,11 +184,27 @@ class TorchBackend(Backend):
     def scaled_gradient_ext(self, x: Any, scale: Any, shift: Any, sum_axis: int | None, sum_weight: Any = None) -> Any:
         return _ScaledGradientExt.apply(x, scale, shift, sum_axis, sum_weight)
 
+    def log_softmax_smoothed_gradient(
+        self, logits: Any, log_probs: Any, axis: int, scale: Any, shift: Any, sum_weight: Any = None
+    ) -> Any:
+        shift = 0.0 if shift is None else shift
+        return smoothed_gradient.LogSoftmaxSmoothedGradient.apply(
+            logits, log_probs.detach(), scale, shift, sum_weight, axis
+        )
+
+    def log_softmax_smoothed_nll(
+        self, logits: Any, log_probs: Any, targets: Any, scale: Any, shift: Any, sum_weight: Any = None
+    ) -> Any:
+        shift = 0.0 if shift is None else shift
+        return smoothed_gradient.LogSoftmaxSmoothedNLL.apply(
+            logits, log_probs.detach(), targets, scale, shift, sum_weight
+        )
+
     def label_smoothed_cross_entropy(self, logits, targets, off, on, weight, z_loss, mask) -> Any:
         return losses.label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask)
 
     def ctc_loss(self, logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity) -> Any:
-        return losses.ctc_loss(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity)
+        return ctc.ctc_loss(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity)
 
     def linear_label_smoothed_cross_entropy(self, hidden, weight, bias, targets, off, on, v, mask, chunk) -> Any:
         return linear_ce.linear_label_smoothed_cross_entropy(hidden, weight, bias, targets, off, on, v, mask, chunk)

@@ -1,98 +1,193 @@
-"""PyTorch kernel of the fused output projection + label-smoothed cross entropy (chunked over frames).
+"""PyTorch kernel of the fused projection + label-smoothed CE: ``returnn_ls::linear_label_smoothed_cross_entropy``.
 
-The ``[frames, K]`` logits never exist in full: the forward pass computes the logits of ``chunk`` frames at a
-time, keeps only each frame's ``logsumexp`` (``lse``), and the backward pass recomputes the logits of each
-chunk, turns them into the gradient ``dl * (softmax - q)`` in place and multiplies it into the gradients of
-``hidden``, ``weight`` and ``bias``. See ``frontend_backends.base.Backend.linear_label_smoothed_cross_entropy``.
+The ``[frames, K]`` logits never exist in full. The forward pass goes over chunks of frames: logits of the chunk
+(one matmul), loss and softmax as in :mod:`frontend_backends.torch.losses`, and, when gradients are wanted, the
+chunk's gradient ``G = softmax - q`` for an upstream gradient of 1, multiplied right away into the gradients of
+``hidden`` (``G @ weight^T``), ``weight`` (``hidden^T @ G``, accumulated) and ``bias``: three matmuls per chunk,
+as many as the unfused projection + CE. The backward pass scales them by the upstream gradient ``dl``: the
+hidden gradient row by row (exact for any ``dl``); the weight and bias gradients by one factor when ``dl`` is
+the same on all frames (``loss.sum()``, ``loss.mean()``), else they are recomputed chunk by chunk from the
+saved per-frame ``logsumexp`` with ``dl`` folded into ``G`` (one matmul more per chunk). See
+``frontend_backends.base.Backend.linear_label_smoothed_cross_entropy``.
 """
 
 from __future__ import annotations
 
 import torch
 
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def _logits(h, w, b) -> torch.Tensor:
-    """:return: ``h @ w + b`` of one chunk, in the compute dtype"""
-    z = h @ w if b is None else torch.addmm(b, h, w)
-    return z.to(_compute_dtype(z))
-
-
-def _chunk_loss(z, y, off_y, on_y, v, vsum):
-    """:return: (loss, lse) of the logits ``z`` ``[n, K]``; ``z`` is overwritten"""
-    m = z.amax(dim=-1, keepdim=True)
-    z.sub_(m)  # t = z - max: the weighted sum of logits below has no cancellation for large offsets
-    tv = z.sum(-1) if v is None else z @ v
-    t_y = z.gather(-1, y[:, None]).squeeze(-1)
-    lse0 = z.exp_().sum(-1).log()
-    loss = on_y * (lse0 - t_y) + off_y * (vsum * lse0 - tv)
-    return loss, lse0 + m.squeeze(-1)
+from frontend_backends.torch.custom_ops import (
+    NAMESPACE,
+    compute_dtype,
+    is_compiling,
+    large_empty,
+    register_buffer_autograd,
+)
+from frontend_backends.torch.losses import gradient_rows_in_place, loss_rows
 
 
-def _chunk_grad(z, y, lse, dl, off_y, on_y, v, vsum) -> torch.Tensor:
-    """:return: ``dl * (coef * softmax(z) - off_y * v - on_y * onehot(y))``, written into ``z``"""
-    coef = (off_y * vsum + on_y) * dl
-    z.sub_(lse[:, None]).exp_().mul_(coef[:, None])
-    a = off_y * dl
-    if v is None:
-        z.sub_(a[:, None])
+def _logits(h, w, b, out: torch.Tensor | None) -> torch.Tensor:
+    """:return: ``h @ w + b`` of one chunk, in the compute dtype; written into ``out`` (a buffer reused for every
+    chunk, so that no chunk allocates and page-faults a fresh buffer) where the dtypes allow"""
+    if out is None or out.dtype != h.dtype:
+        z = h @ w if b is None else torch.addmm(b, h, w)
+        return z.to(compute_dtype(z))
+    out = out[: h.shape[0]]
+    return torch.mm(h, w, out=out) if b is None else torch.addmm(b, h, w, out=out)
+
+
+def _chunk_buffer(h: torch.Tensor, chunk: int, num_labels: int) -> torch.Tensor:
+    """:return: a buffer for the values of ``chunk`` frames over the labels, in the compute dtype"""
+    return large_empty((min(chunk, h.shape[0]), num_labels), compute_dtype(h))
+
+
+def _coefficients(y, off, on, v, num_labels: int, cdt):
+    """:return: per-frame ``(coef, off_y, on_y)`` with ``coef = off_y * V + on_y`` (the mass of the target)"""
+    off_y, on_y = off[y].to(cdt), on[y].to(cdt)
+    return off_y * (float(num_labels) if v is None else v.to(cdt).sum()) + on_y, off_y, on_y
+
+
+def _empty_grads(hidden, weight, bias, needs, fake: bool = False):
+    """:return: the (hidden, weight, bias) gradient buffers, zero, in the compute dtype; empty where not needed
+    (``fake``: for the fake kernel, without huge pages).
+
+    The weight's gradient has the weight's strides: for a weight stored ``[K, H]`` and passed transposed, the
+    gradient that reaches the parameter is then contiguous, and autograd keeps it instead of copying it.
+    """
+    cdt = compute_dtype(hidden)
+    if fake:
+        weight_grad = torch.empty_like(weight, dtype=cdt)  # preserves the strides
+    elif weight.dim() == 2 and weight.stride(0) == 1 and weight.stride(1) == weight.shape[0]:  # transposed
+        weight_grad = large_empty(weight.shape[::-1], cdt).T.zero_()
     else:
-        z.addr_(a, v, alpha=-1.0)
-    return z.scatter_add_(-1, y[:, None], -(on_y * dl)[:, None])
+        weight_grad = large_empty(weight.shape, cdt).zero_()
+    grads = [
+        hidden.new_zeros(hidden.reshape(-1, hidden.shape[-1]).shape, dtype=cdt),
+        weight_grad,
+        weight.new_zeros(weight.shape[-1:], dtype=cdt),
+    ]
+    return [g if need else hidden.new_empty((0,), dtype=cdt) for g, need in zip(grads, needs)]
 
 
-class LinearLabelSmoothedCE(torch.autograd.Function):
-    """Per-frame loss of ``hidden @ weight + bias`` against smoothed targets; logits recomputed in backward."""
+@torch.library.custom_op(f"{NAMESPACE}::linear_label_smoothed_cross_entropy", mutates_args=())
+def _linear_ce(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, off: torch.Tensor,
+    on: torch.Tensor, v: torch.Tensor | None, mask: torch.Tensor | None, chunk: int, needs: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """:return: loss ``[*S]``, lse ``[N]``, and the gradients of hidden ``[N, H]``, weight, bias for ``dl = 1``"""
+    h, y = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1).long()
+    cdt, num_labels = compute_dtype(h), weight.shape[-1]
+    valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
+    loss, lse = torch.empty(h.shape[0], dtype=cdt), torch.empty(h.shape[0], dtype=cdt)
+    dh, dw, db = _empty_grads(hidden, weight, bias, needs)
+    logits = _chunk_buffer(h, chunk, num_labels)
+    probs = _chunk_buffer(h, chunk, num_labels) if any(needs) else None
+    for s in range(0, h.shape[0], chunk):
+        rows = slice(s, s + chunk)
+        p = None if probs is None else probs[: h[rows].shape[0]]
+        loss[rows], lse[rows] = loss_rows(_logits(h[rows], weight, bias, logits), y[rows], off, on, v, 0.0, p)
+        if p is not None:
+            coef, off_y, on_y = _coefficients(y[rows], off, on, v, num_labels, cdt)
+            g = gradient_rows_in_place(p, y[rows], coef, off_y, on_y, v, None if valid is None else valid[rows])
+            _accumulate(g, h[rows], weight, needs, dh[rows] if needs[0] else None, dw, db)
+    if valid is not None:
+        loss.masked_fill_(~valid, 0.0)
+    return loss.view(hidden.shape[:-1]), lse, dh, dw, db
 
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, off, on, v, mask, chunk):  # noqa: D102
-        h = hidden.reshape(-1, hidden.shape[-1])
-        y = targets.reshape(-1).long()
-        off_y, on_y = off[y], on[y]
-        vsum = float(weight.shape[-1]) if v is None else v.sum()
-        loss = torch.empty(h.shape[0], dtype=_compute_dtype(h))
-        lse = torch.empty_like(loss)
-        for s in range(0, h.shape[0], chunk):
-            z = _logits(h[s : s + chunk], weight, bias)
-            loss[s : s + chunk], lse[s : s + chunk] = _chunk_loss(z, y[s : s + chunk], off_y[s : s + chunk],
-                                                                  on_y[s : s + chunk], v, vsum)  # fmt: skip
+
+def _accumulate(g, h, weight, needs, dh_rows, dw, db) -> None:
+    """Multiply the chunk's logit gradient ``g`` into the gradients of hidden (rows), weight and bias."""
+    if needs[0]:
+        torch.mm(g, weight.T.to(g.dtype), out=dh_rows)
+    if needs[1]:
+        dw.addmm_(h.T.to(g.dtype), g)
+    if needs[2]:
+        db.add_(g.sum(0))
+
+
+@_linear_ce.register_fake
+def _(hidden, weight, bias, targets, off, on, v, mask, chunk, needs):
+    cdt, frames = compute_dtype(hidden), hidden.reshape(-1, hidden.shape[-1]).shape[0]
+    return (hidden.new_empty(hidden.shape[:-1], dtype=cdt), hidden.new_empty((frames,), dtype=cdt),
+            *_empty_grads(hidden, weight, bias, needs, fake=True))  # fmt: skip
+
+
+def _finish(inputs, lse, dl, valid, grads, in_place: bool):
+    """:return: the gradients ``grads`` (for ``dl = 1``) of hidden, weight and bias scaled by the upstream
+    per-frame gradient ``dl``; in place, or as new tensors (what a custom op must return)"""
+    needs = inputs[-1]
+    dh, dw, db = (g if in_place or not need else g.clone() for g, need in zip(grads, needs))
+    if needs[0]:
+        dh.mul_(dl[:, None])
+    scale = _common_value(dl, valid)
+    if scale is not None:
+        dw, db = (g.mul_(scale) if need else g for g, need in zip((dw, db), needs[1:]))
+    elif needs[1] or needs[2]:
+        dw, db = _recompute(inputs, lse, dl, valid)
+    return dh, dw, db
+
+
+def _common_value(dl: torch.Tensor, valid: torch.Tensor | None) -> float | None:
+    """:return: the value of ``dl`` if it is the same on every frame inside ``valid``, else None"""
+    values = dl if valid is None else dl[valid]
+    if not values.numel():
+        return 0.0
+    first = values[0]
+    return float(first) if bool((values == first).all()) else None
+
+
+def _recompute(inputs, lse, dl, valid):
+    """:return: the weight and bias gradients for the per-frame ``dl``, from the logits recomputed per chunk"""
+    hidden, weight, bias, targets, off, on, v, _, chunk, needs = inputs
+    h, y = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1).long()
+    _, dw, db = _empty_grads(hidden, weight, bias, (False,) + tuple(needs[1:]))
+    logits = _chunk_buffer(h, chunk, weight.shape[-1])
+    for s in range(0, h.shape[0], chunk):
+        rows = slice(s, s + chunk)
+        p = _logits(h[rows], weight, bias, logits).sub_(lse[rows, None]).exp_()
+        coef, off_y, on_y = _coefficients(y[rows], off, on, v, weight.shape[-1], lse.dtype)
+        d = dl[rows]
+        g = gradient_rows_in_place(p, y[rows], coef * d, off_y * d, on_y * d, v, None if valid is None else valid[rows])
+        _accumulate(g, h[rows], weight, (False,) + tuple(needs[1:]), None, dw, db)
+    return dw, db
+
+
+@torch.library.custom_op(f"{NAMESPACE}::linear_label_smoothed_cross_entropy_backward", mutates_args=())
+def _linear_ce_backward(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, off: torch.Tensor,
+    on: torch.Tensor, v: torch.Tensor | None, mask: torch.Tensor | None, chunk: int, needs: list[bool],
+    lse: torch.Tensor, dl: torch.Tensor, dh: torch.Tensor, dw: torch.Tensor, db: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The backward pass under ``torch.compile`` (a graph cannot branch on ``dl``): new gradient tensors"""
+    inputs = (hidden, weight, bias, targets, off, on, v, mask, chunk, needs)
+    valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
+    out = _finish(inputs, lse, dl, valid, (dh, dw, db), in_place=False)
+    return tuple(g if need else g.new_empty((0,)) for g, need in zip(out, needs))
+
+
+@_linear_ce_backward.register_fake
+def _(hidden, weight, bias, targets, off, on, v, mask, chunk, needs, lse, dl, dh, dw, db):
+    return tuple(torch.empty_like(g) for g in (dh, dw, db))
+
+
+def _gradients(buffers, grad_loss, inputs, outputs):
+    """:return: the gradients of hidden, weight and bias for the upstream per-frame gradient ``grad_loss``"""
+    hidden, weight, bias, targets, off, on, v, mask, chunk, needs = inputs
+    lse = outputs[0]
+    dl = grad_loss.reshape(-1).to(lse.dtype)
+    if is_compiling():
+        dh, dw, db = _linear_ce_backward(*inputs, lse, dl, *buffers)
+    else:
         valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
-        if valid is not None:
-            loss.masked_fill_(~valid, 0.0)
-        ctx.save_for_backward(hidden, weight, bias, y, off_y, on_y, v, lse, valid)
-        ctx.chunk, ctx.vsum = chunk, vsum
-        return loss.view(hidden.shape[:-1])
+        dh, dw, db = _finish(inputs, lse, dl, valid, buffers, in_place=True)
+    grads = (dh.to(hidden.dtype).view(hidden.shape), dw.to(weight.dtype), None if bias is None else db.to(bias.dtype))
+    return tuple(g if need else None for g, need in zip(grads, needs))
 
-    @staticmethod
-    def backward(ctx, grad_loss):  # noqa: D102
-        hidden, weight, bias, y, off_y, on_y, v, lse, valid = ctx.saved_tensors
-        h = hidden.reshape(-1, hidden.shape[-1])
-        dl = grad_loss.reshape(-1).to(lse.dtype)
-        if valid is not None:
-            dl = dl.masked_fill(~valid, 0.0)
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        dh = torch.empty_like(h) if need_h else None
-        dw = torch.zeros_like(weight, dtype=lse.dtype) if need_w else None
-        db = torch.zeros(weight.shape[-1], dtype=lse.dtype) if need_b else None
-        for s in range(0, h.shape[0], ctx.chunk):
-            rows = slice(s, s + ctx.chunk)
-            g = _chunk_grad(_logits(h[rows], weight, bias), y[rows], lse[rows], dl[rows], off_y[rows],
-                            on_y[rows], v, ctx.vsum)  # fmt: skip
-            if need_h:
-                dh[rows] = g.to(weight.dtype) @ weight.T
-            if need_w:
-                dw.addmm_(h[rows].T.to(lse.dtype), g)
-            if need_b:
-                db += g.sum(0)
-        dh = None if dh is None else dh.view(hidden.shape)
-        dw = None if dw is None else dw.to(weight.dtype)
-        db = None if db is None else db.to(bias.dtype)
-        return dh, dw, db, None, None, None, None, None, None
+
+register_buffer_autograd(_linear_ce, "linear_label_smoothed_cross_entropy", 10, (2, 3, 4), _gradients)
 
 
 def linear_label_smoothed_cross_entropy(hidden, weight, bias, targets, off, on, v, mask, chunk):
     """See ``Backend.linear_label_smoothed_cross_entropy``."""
-    return LinearLabelSmoothedCE.apply(hidden, weight, bias, targets, off, on, v, mask, chunk)
+    grad_mode = torch.is_grad_enabled()
+    needs = [grad_mode and x is not None and x.requires_grad for x in (hidden, weight, bias)]
+    return _linear_ce(hidden, weight, bias, targets, off, on, v, mask, chunk, needs)[0]

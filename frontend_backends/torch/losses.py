@@ -1,168 +1,153 @@
-"""PyTorch kernels of the fused label-smoothed cross entropy and the label-smoothed CTC loss.
+"""PyTorch kernel of the fused label-smoothed cross entropy: the custom op ``returnn_ls::label_smoothed_cross_entropy``.
 
-Both compute the loss and its gradient together in the forward pass and keep only the gradient for the
-backward pass, which scales it by the incoming per-frame (per-sequence) gradient in place. See
-``frontend_backends.base.Backend.label_smoothed_cross_entropy`` and ``Backend.ctc_loss`` for the maths.
+See ``frontend_backends.base.Backend.label_smoothed_cross_entropy`` for the maths. The forward pass writes
+``p = softmax(z)`` into one buffer of the logits' size and computes the loss from per-frame scalars only:
+
+    lse = z_y - log(p_y)                      (exact to rounding while p_y is a normal float; else logsumexp)
+    L = on_y * (lse - z_y) + off_y * (V * lse - sum_k v_k z_k) + z_loss * lse**2
+
+The backward pass turns the buffer into the gradient ``dl * (coef * p - off_y * v - on_y * onehot(y))``,
+``coef = off_y * V + on_y + 2 * z_loss * lse``, in place: one pass over the buffer (with the scaling by the upstream
+gradient ``dl`` folded in), and the frames outside ``mask`` zeroed row by row.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.nn.functional as F
+
+from frontend_backends.torch.custom_ops import (
+    NAMESPACE,
+    compute_dtype,
+    is_compiling,
+    large_empty,
+    no_gradient_buffer,
+    register_buffer_autograd,
+)
 
 #: Rows are processed in chunks of about this many elements where temporaries are needed (half-precision
-#: logits, or no gradient wanted); float32/float64 logits with a gradient are processed at once, in place in the
-#: gradient buffer.
+#: logits, or no gradient wanted); float32/float64 logits with a gradient are processed at once, into the buffer.
 CHUNK_ELEMENTS = 1 << 23
 
+#: Below this target probability ``log(p_y)`` may have lost precision (subnormal); such rows use ``logsumexp``.
+_SMALLEST_TRUSTED_PROB = {torch.float32: 1e-30, torch.float64: 1e-300}
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+def _logsumexp(x: torch.Tensor, y: torch.Tensor, x_y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """:return: ``logsumexp(x)`` per row (float64), from the softmax ``p`` (``x_y`` = the target logits)"""
+    p_y = p.gather(-1, y[:, None]).squeeze(-1)
+    lse = x_y.double() - torch.log(p_y).double()
+    low = (p_y < _SMALLEST_TRUSTED_PROB[p.dtype]).nonzero().squeeze(-1)
+    if low.numel():
+        lse.index_copy_(0, low, torch.logsumexp(x.index_select(0, low).double(), -1))
+    return lse
 
 
-def _fused_rows(x, y, off, on, weight, z_loss: float, grad_out) -> torch.Tensor:
-    """Loss of the rows ``x`` ``[n, K]``; writes ``coef * softmax - off*v - on*e_y`` into ``grad_out`` if given.
-
-    Works on ``lp = log_softmax(x)`` (written into ``grad_out`` when the dtypes agree, so no temporary): the
-    weighted sum ``sum_k v_k lp_k`` has no cancellation however large the logits are.
-    """
-    cdt = _compute_dtype(x)
-    if grad_out is not None and grad_out.dtype == cdt:
-        lp = torch.log_softmax(x, -1, out=grad_out)
+def loss_rows(x, y, off, on, weight, z_loss: float, probs_out):
+    """:return: (loss, lse) of the rows ``x`` ``[n, K]``; writes ``softmax(x)`` into ``probs_out`` if given"""
+    cdt = compute_dtype(x)
+    if probs_out is not None and probs_out.dtype == cdt:
+        p = torch.softmax(x, -1, out=probs_out)
     else:
-        lp = torch.log_softmax(x, -1, dtype=cdt)
-    lp_v = lp.sum(-1) if weight is None else lp @ weight
-    lp_y = lp.gather(-1, y[:, None]).squeeze(-1)
-    off_y, on_y = off[y], on[y]
-    loss = -off_y * lp_v - on_y * lp_y
+        p = torch.softmax(x, -1, dtype=cdt)
+    x_y = x.gather(-1, y[:, None]).squeeze(-1)
+    lse = _logsumexp(x, y, x_y, p)
+    if weight is None:  # a row sum does not depend on how many rows are summed at once (unlike a matvec)
+        xv, vsum = x.sum(-1, dtype=cdt), float(x.shape[-1])
+    else:
+        xv, vsum = torch.mv(x.to(cdt), weight.to(cdt)), weight.double().sum()
+    off_y, on_y = off[y].double(), on[y].double()
+    loss = on_y * (lse - x_y.double()) + off_y * (vsum * lse - xv.double())
     if z_loss:
-        lse = x.gather(-1, y[:, None]).squeeze(-1).to(cdt) - lp_y
         loss = loss + z_loss * lse.square()
-    if grad_out is not None:
-        coef = off_y * (float(x.shape[-1]) if weight is None else weight.sum()) + on_y
-        if z_loss:
-            coef = coef + 2.0 * z_loss * lse
-        p = lp.exp_()
-        if weight is None:
-            torch.addcmul(-off_y[:, None], p, coef[:, None], out=p)
-        else:
-            p.mul_(coef[:, None]).addr_(off_y, weight, alpha=-1.0)
-        p.scatter_add_(-1, y[:, None], -on_y[:, None])
-        if p is not grad_out:
-            grad_out.copy_(p)
-    return loss
+    if probs_out is not None and p is not probs_out:
+        probs_out.copy_(p)
+    return loss.to(cdt), lse.to(cdt)
 
 
-def _is_one(grad_output: torch.Tensor) -> bool:
-    """:return: whether ``grad_output`` is a broadcast 1 (as from ``loss.sum().backward()``), checked cheaply"""
-    if grad_output.device.type != "cpu" or any(grad_output.stride()) or grad_output.requires_grad:
-        return False
-    return bool(grad_output.reshape(-1)[:1].eq(1).all())
+def _outputs(logits, with_grad: bool, empty=torch.empty):
+    """:return: the (loss, lse, softmax buffer) of the op, uninitialized; ``empty`` makes the buffer"""
+    cdt = compute_dtype(logits)
+    probs = empty(logits.shape, dtype=logits.dtype) if with_grad else no_gradient_buffer(logits)
+    frames = logits.shape[:-1]
+    return logits.new_empty(frames, dtype=cdt), logits.new_empty(frames, dtype=cdt), probs
 
 
-class _SavedGradFunction(torch.autograd.Function):
-    """Base: ``forward`` stores the finished gradient on ``ctx.grad``; ``backward`` scales it in place.
-
-    The buffer is handed to autograd (not copied), so a second backward through the same graph
-    (``retain_graph=True``) is not supported and raises.
-    """
-
-    @staticmethod
-    def backward(ctx, grad_output):  # noqa: D102
-        grad = ctx.grad
-        ctx.grad = None
-        if grad is None:
-            raise RuntimeError(f"{ctx.name}: backward can run only once per forward (no retain_graph)")
-        if not _is_one(grad_output):
-            grad.mul_(grad_output.reshape(grad_output.shape + (1,) * (grad.dim() - grad_output.dim())))
-        return (grad,) + (None,) * ctx.num_other_inputs
-
-
-class FusedLabelSmoothedCE(_SavedGradFunction):
-    """``loss = -off_y * sum_k v_k lp_k - on_y * lp_y + z * lse**2`` over rows, without a dense target."""
-
-    @staticmethod
-    def forward(ctx, logits, targets, off, on, weight, z_loss, mask):  # noqa: D102
-        shape = logits.shape
-        x = logits.reshape(-1, shape[-1])
-        y = targets.reshape(-1).long()
-        n = x.shape[0]
-        grad = torch.empty_like(x, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
-        loss = torch.empty(n, dtype=_compute_dtype(x))
-        in_place = grad is not None and grad.dtype == _compute_dtype(x)  # no temporaries: one pass is fastest
-        step = max(1, n) if in_place else max(1, CHUNK_ELEMENTS // max(1, shape[-1]))
-        for start in range(0, n, step):
-            rows = slice(start, start + step)
-            loss[rows] = _fused_rows(x[rows], y[rows], off, on, weight, z_loss, None if grad is None else grad[rows])
-        if mask is not None:
-            valid = mask.expand(shape[:-1]).reshape(-1)
-            loss.masked_fill_(~valid, 0.0)
-            if grad is not None:
-                grad.masked_fill_(~valid[:, None], 0.0)
-        ctx.grad = None if grad is None else grad.view(shape)
-        ctx.name, ctx.num_other_inputs = "label_smoothed_cross_entropy", 6
-        return loss.view(shape[:-1])
+@torch.library.custom_op(f"{NAMESPACE}::label_smoothed_cross_entropy", mutates_args=())
+def _fused_ce(
+    logits: torch.Tensor, targets: torch.Tensor, off: torch.Tensor, on: torch.Tensor, weight: torch.Tensor | None,
+    z_loss: float, mask: torch.Tensor | None, with_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """:return: (loss ``[*S]``, lse ``[*S]``, softmax ``[*S, K]`` if ``with_grad`` else an empty tensor)"""
+    loss, lse, probs = _outputs(logits, with_grad, large_empty)
+    num_labels = logits.shape[-1]
+    x, y = logits.reshape(-1, num_labels), targets.reshape(-1).long()
+    flat = [t.view(-1) for t in (loss, lse)] + [probs.view(-1, num_labels) if with_grad else None]
+    in_place = with_grad and probs.dtype == compute_dtype(x)
+    step = max(1, x.shape[0] if in_place else CHUNK_ELEMENTS // max(1, num_labels))
+    for start in range(0, x.shape[0], step):
+        rows = slice(start, start + step)
+        out = None if flat[2] is None else flat[2][rows]
+        flat[0][rows], flat[1][rows] = loss_rows(x[rows], y[rows], off, on, weight, z_loss, out)
+    if mask is not None:
+        loss.masked_fill_(~mask.expand(loss.shape), 0.0)
+    return loss, lse, probs
 
 
-def _smoothed_posterior_grad(lp, g, blank: int, smoothing: Any) -> torch.Tensor:
-    """:return: ``exp(lp) - q'`` where ``q = exp(lp) - g`` is smoothed over the non-blank labels"""
-    if isinstance(smoothing, float) and smoothing == 0.0:
-        return g
-    p = lp.exp()
-    num_included = lp.shape[-1] - 1
-    floor = smoothing / (num_included - 1)
-    factor = 1.0 - num_included * floor
-    q = p - g
-    included_mass = q.sum(-1, keepdim=True) - q[..., blank : blank + 1]
-    q_smooth = factor * q + floor * included_mass
-    q_smooth[..., blank] = q[..., blank]
-    return p - q_smooth
+@_fused_ce.register_fake
+def _(logits, targets, off, on, weight, z_loss, mask, with_grad):
+    return _outputs(logits, with_grad)
 
 
-class SmoothedCTC(_SavedGradFunction):
-    """CTC loss ``[*B]`` of logits ``[*B, T, K]``; gradient ``softmax - q'`` (see ``Backend.ctc_loss``)."""
-
-    @staticmethod
-    def forward(ctx, logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity):  # noqa: D102
-        shape = logits.shape
-        x = logits.detach().reshape(-1, *shape[-2:]).to(_compute_dtype(logits))
-        in_lens = in_lens.reshape(-1).long()
-        needs_grad = ctx.needs_input_grad[0]
-        with torch.set_grad_enabled(needs_grad):
-            lp = (x if normalized else x.log_softmax(-1)).detach().requires_grad_(needs_grad)
-            nll = F.ctc_loss(
-                lp.transpose(0, 1), targets.reshape(x.shape[0], -1).long(), in_lens, tgt_lens.reshape(-1).long(),
-                blank=blank, reduction="none", zero_infinity=False,
-            )  # fmt: skip
-        finite = torch.isfinite(nll)
-        ctx.name, ctx.num_other_inputs, ctx.grad = "ctc_loss", 7, None
-        if needs_grad:
-            ctx.grad = _ctc_grad(lp, nll, finite, in_lens, blank, smoothing).to(logits.dtype).view(shape)
-        if zero_infinity:
-            nll = torch.where(finite, nll, 0.0)
-        return nll.detach().view(shape[:-2])
+def _gradient(buffers, grad_loss, inputs, outputs) -> tuple[torch.Tensor]:
+    """:return: the gradient w.r.t. the logits, made from the softmax buffer (in place in eager mode)"""
+    (probs,) = buffers
+    _, targets, off, on, weight, z_loss, mask, _ = inputs
+    lse = outputs[0]
+    num_labels = probs.shape[-1]
+    y = targets.reshape(-1).long()
+    cdt = lse.dtype
+    dl = grad_loss.expand(lse.shape).reshape(-1).to(cdt)
+    off_y, on_y = off[y].to(cdt), on[y].to(cdt)
+    coef = off_y * (float(num_labels) if weight is None else weight.to(cdt).sum()) + on_y
+    if z_loss:
+        coef = coef + 2.0 * z_loss * lse.reshape(-1)
+    valid = None if mask is None else mask.expand(lse.shape).reshape(-1)
+    if is_compiling():
+        grad = _gradient_functional(probs.reshape(-1, num_labels), y, coef * dl, off_y * dl, on_y * dl, weight, valid)
+    else:
+        grad = gradient_rows_in_place(probs.view(-1, num_labels), y, coef * dl, off_y * dl, on_y * dl, weight, valid)
+    return (grad.view(probs.shape),)
 
 
-def _ctc_grad(lp, nll, finite, in_lens, blank, smoothing) -> torch.Tensor:
-    """:return: the smoothed gradient ``[B, T, K]``, zero on padding frames and on impossible sequences"""
-    with torch.enable_grad():
-        (g,) = torch.autograd.grad(nll.sum(), lp)
-    frames = torch.arange(lp.shape[1])[None, :] < in_lens[:, None]
-    keep = (frames & finite[:, None])[..., None]
-    return torch.where(keep, _smoothed_posterior_grad(lp.detach(), g, blank, smoothing), 0.0)
+def gradient_rows_in_place(p, y, scale, shift, target_shift, weight, valid) -> torch.Tensor:
+    """``p * scale - shift * v - target_shift * onehot(y)`` written into ``p``; invalid rows set to exactly 0"""
+    eps = torch.finfo(scale.dtype).eps
+    if weight is None and bool((scale - 1.0).abs().max() <= 4 * eps):  # e.g. loss.sum(): sum(q) = 1
+        p.sub_(shift[:, None])
+    elif weight is None:
+        torch.addcmul(-shift[:, None], p, scale[:, None], out=p)
+    else:
+        p.mul_(scale[:, None]).addr_(shift, weight.to(p.dtype), alpha=-1.0)
+    p.scatter_add_(-1, y[:, None], -target_shift[:, None].to(p.dtype))
+    if valid is not None:
+        p.index_fill_(0, (~valid).nonzero().squeeze(-1), 0.0)
+    return p
 
 
-# Both kernels run eagerly under torch.compile (one graph break each): their forward computes the gradient with
-# in-place writes (and, for CTC, a nested autograd call), which dynamo cannot trace into one graph.
-@torch.compiler.disable
+def _gradient_functional(p, y, scale, shift, target_shift, weight, valid) -> torch.Tensor:
+    """The same as :func:`gradient_rows_in_place` without in-place writes, as one fusable expression (compiled)"""
+    v = 1.0 if weight is None else weight.to(scale.dtype)
+    at_target = torch.arange(p.shape[-1], device=p.device) == y[:, None]
+    grad = p * scale[:, None] - shift[:, None] * v - torch.where(at_target, target_shift[:, None], 0.0)
+    if valid is not None:
+        grad = torch.where(valid[:, None], grad, 0.0)
+    return grad.to(p.dtype)
+
+
+register_buffer_autograd(_fused_ce, "label_smoothed_cross_entropy", 8, (2,), _gradient)
+
+
 def label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask):
     """See ``Backend.label_smoothed_cross_entropy``."""
-    return FusedLabelSmoothedCE.apply(logits, targets, off, on, weight, z_loss, mask)
-
-
-@torch.compiler.disable
-def ctc_loss(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity):
-    """See ``Backend.ctc_loss``."""
-    return SmoothedCTC.apply(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity)
+    with_grad = torch.is_grad_enabled() and logits.requires_grad
+    return _fused_ce(logits, targets, off, on, weight, float(z_loss), mask, with_grad)[0]

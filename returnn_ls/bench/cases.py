@@ -1,12 +1,14 @@
-"""The cases of ``returnn-ls bench``: their names, descriptions and our side of each loss.
+"""The cases of ``returnn-ls bench``: their names, descriptions, modes, references, and our side of each loss.
 
 The per-framework functions (``torch_cases.make_torch``, ``tensorflow_cases.make_tensorflow``) build the inputs
 (they count towards the memory baseline) and return a zero-argument function that runs the forward and backward
-pass once. Frameworks are imported only inside the worker subprocess (see :mod:`returnn_ls.bench`).
+pass once, in one of the framework's execution modes. Frameworks are imported only inside the worker subprocess
+(see :mod:`returnn_ls.bench`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +28,56 @@ DESCRIPTIONS = {
     "linear_framework_ls": "hidden @ W + b, then the framework's own label smoothing",
     "ours_linear_fused": "ours: linear_label_smoothed_cross_entropy(convention='uniform'), chunked",
 }
+#: The case each case's ratios are taken against (same backend, mode and sizes); the goals are stated so.
+REFERENCE = {
+    "framework_ls": "plain_ce",
+    "returnn_path": "plain_ce",
+    "ours_path_no_smoothing": "plain_ce",
+    "ours_path": "plain_ce",
+    "ours_fused": "framework_ls",
+    "ours_linear_fused": "linear_framework_ls",
+}
+
+#: ``--mode`` -> the execution modes of each framework: ``torch.compile`` (inductor) on torch, ``tf.function``
+#: and ``tf.function(jit_compile=True)`` (XLA) on TensorFlow.
+FRAMEWORK_MODES = {
+    "torch": {"eager": ("eager",), "compiled": ("compiled",)},
+    "tensorflow": {"eager": ("eager",), "compiled": ("function", "xla")},
+}
+MODE_CHOICES = ("eager", "compiled", "all")
+
+#: Buffers of ``frames x vocab`` floats that the unfused projection case holds at its peak (logits or their
+#: log-softmax, the gradient of the log-softmax and the gradient of the logits), a lower bound.
+UNFUSED_LINEAR_BUFFERS = 3
 
 Step = Callable[[], Any]
+
+
+def framework_modes(backend: str, mode: str) -> tuple[str, ...]:
+    """:return: the execution modes of ``backend`` for ``--mode`` ``mode`` (``eager``, ``compiled`` or ``all``)"""
+    modes = FRAMEWORK_MODES[backend]
+    return modes["eager"] + modes["compiled"] if mode == "all" else modes[mode]
+
+
+def estimated_peak_mb(case: str, frames: int, vocab: int, hidden: int) -> float | None:
+    """:return: a lower bound of the peak memory (MB) of ``case`` computed from the sizes, for the cases whose
+    memory grows with ``frames x vocab`` without a bound of ours; None for the others"""
+    if case != "linear_framework_ls":
+        return None
+    return (UNFUSED_LINEAR_BUFFERS * frames * vocab + hidden * vocab) * 4 / 2**20
+
+
+def expected_skip(backend: str, case: str, sizes: tuple[int, int, int], max_memory_gb: float) -> str | None:
+    """:return: why ``case`` is not run on ``backend`` (an expected skip, not a failure), or None to run it"""
+    if case == "returnn_path" and backend != "torch":
+        return "RETURNN's TF backend builds graph-mode layers; timed on torch only"
+    if case == "returnn_path" and importlib.util.find_spec("returnn") is None:
+        return "RETURNN is not installed"
+    estimate = estimated_peak_mb(case, *sizes)
+    if estimate is not None and estimate > max_memory_gb * 1024:
+        return (f"not run: needs >= {estimate / 1024:.1f} GB ({UNFUSED_LINEAR_BUFFERS} x frames x vocab floats + "
+                f"the weight's gradient), over --max-memory-gb {max_memory_gb:g}")  # fmt: skip
+    return None
 
 
 def _ours_inputs(raw_x: Any, raw_y: Any, frames: int, vocab: int) -> tuple[rf.Tensor, rf.Tensor, rf.Dim]:

@@ -1,0 +1,123 @@
+"""The results of ``returnn-ls bench``: ratios, the Markdown table and the plot."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from returnn_ls.bench.cases import LINEAR_CASES, LOGIT_CASES, REFERENCE
+
+__all__ = ["add_ratios", "format_table", "line_styles", "plot"]
+
+#: Line style of each (backend, mode) in the plot; the colour is the case's.
+LINESTYLES = {
+    ("torch", "eager"): "-",
+    ("torch", "compiled"): "--",
+    ("tensorflow", "eager"): ":",
+    ("tensorflow", "function"): "-.",
+    ("tensorflow", "xla"): (0, (5, 1, 1, 1, 1, 1)),
+}
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Add ``reference``, ``time_ratio`` and ``peak_ratio`` to each row: against the row of its reference case
+    (:data:`returnn_ls.bench.cases.REFERENCE`) with the same backend, mode and sizes. Torch's eager
+    ``ours_fused`` also gets ``time_ratio_vs_compiled`` against the compiled reference (the goal is stated so)."""
+    index = {(r["backend"], r["mode"], r["vocab"], r["case"]): r for r in rows}
+    for r in rows:
+        r["reference"] = REFERENCE.get(r["case"])
+        ref = index.get((r["backend"], r["mode"], r["vocab"], r["reference"]))
+        r["time_ratio"] = _time_ratio(r, ref)
+        r["peak_ratio"] = _ratio(r["peak_mb"], ref and ref["peak_mb"])
+        compiled = index.get((r["backend"], "compiled", r["vocab"], r["reference"]))
+        if r["mode"] == "eager" and r["case"] == "ours_fused" and compiled:
+            r["time_ratio_vs_compiled"] = _time_ratio(r, compiled)
+            r["peak_ratio_vs_compiled"] = _ratio(r["peak_mb"], compiled["peak_mb"])
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None
+
+
+def _time_ratio(row: dict, ref: dict | None) -> float | None:
+    """:return: the time of ``row`` over that of ``ref``: the median of the per-round ratios when both ran in the
+    same rounds (each round runs the cases close together in time), else the ratio of the medians"""
+    if ref is None:
+        return None
+    rounds, ref_rounds = row.get("round_medians") or [], ref.get("round_medians") or []
+    if len(rounds) > 1 and len(rounds) == len(ref_rounds):
+        return statistics.median(a / b for a, b in zip(rounds, ref_rounds))
+    return _ratio(row["time_s"], ref["time_s"])
+
+
+def _note(r: dict) -> str:
+    if r.get("failed"):
+        return f"**failed**: {r['failed']}"
+    if r.get("skipped"):
+        return r["skipped"]
+    if r.get("time_ratio_vs_compiled") is not None:
+        return f"{r['time_ratio_vs_compiled']:.2f}x time of compiled {r['reference']}"
+    return ""
+
+
+def format_table(rows: list[dict]) -> str:
+    """:return: a Markdown table of ``rows`` (times, peak memory and ratios against the reference case)"""
+
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["| backend | mode | vocab | case | time (s) | peak (MB) | vs | time ratio | memory ratio | note |",
+             "|---|---|---:|---|---:|---:|---|---:|---:|---|"]  # fmt: skip
+    for r in rows:
+        peak = num(r["peak_mb"], ".0f")
+        if r["peak_mb"] is None and r.get("estimated_peak_mb"):
+            peak = f">= {r['estimated_peak_mb']:.0f} (estimated)"
+        lines.append(
+            f"| {r['backend']} | {r['mode']} | {r['vocab']} | {r['case']} | {num(r['time_s'], '.3f')} | {peak} "
+            f"| {r.get('reference') or ''} | {num(r.get('time_ratio'), '.2f')} | {num(r.get('peak_ratio'), '.2f')} "
+            f"| {_note(r)} |"
+        )
+    return "\n".join(lines)
+
+
+def line_styles(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """:return: the matplotlib style of each (backend, mode, case) among ``rows``: the colour is the case's (the
+    same on every backend and mode), the line style the backend's and mode's (:data:`LINESTYLES`)"""
+    import matplotlib
+
+    ordered = [c for c in LOGIT_CASES + LINEAR_CASES if any(r["case"] == c for r in rows)]
+    palette = matplotlib.colormaps["tab10"]
+    return {
+        (r["backend"], r["mode"], r["case"]): dict(color=palette(ordered.index(r["case"]) % 10), marker="o",
+                                                   linestyle=LINESTYLES.get((r["backend"], r["mode"]), "-"))
+        for r in rows
+    }  # fmt: skip
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Draw time and peak memory against the vocabulary size (log-log), one line per backend, mode and case
+    (styles from :func:`line_styles`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = line_styles(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    for key, style in styles.items():
+        points = sorted((r for r in rows if (r["backend"], r["mode"], r["case"]) == key and r["time_s"] is not None),
+                        key=lambda r: r["vocab"])  # fmt: skip
+        if not points:
+            continue
+        for ax, value in zip(axes, ("time_s", "peak_mb")):
+            ax.plot([p["vocab"] for p in points], [max(p[value] or 0, 1e-3) for p in points], **style,
+                    label=f"{key[2]} ({key[0]} {key[1]})")  # fmt: skip
+    for ax, label in zip(axes, ("fwd+bwd time (s, median)", "peak RSS above baseline (MB)")):
+        ax.set(xscale="log", yscale="log", xlabel="vocabulary size", ylabel=label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=6, loc="upper left", ncol=2)
+    fig.suptitle(f"label-smoothed CE, {rows[0]['frames']} frames (colour: case; line style: backend and mode)"
+                 if rows else "")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
