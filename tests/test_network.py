@@ -128,6 +128,26 @@ def test_same_initial_parameters_and_first_loss_on_both_backends(name):
         np.testing.assert_allclose(grads_torch[key], grads_tf[key], rtol=1e-4, atol=1e-6)
 
 
+def test_gradient_op_in_front_of_ctc_loss_equals_ctc_loss_label_smoothing(backend):
+    smoothed_ctc = {"ctc": {"class": "ctc_loss", "from": "logits", "target": "classes", "label_smoothing": 0.2,
+                            "loss": True}}
+    gradient_op = {
+        "lp": {"class": "log_softmax", "from": "logits"},
+        "sm": {"class": "label_smoothed_log_prob_gradient", "from": "lp", "smoothing": 0.2, "exclude_labels": [0]},
+        "ctc": {"class": "ctc_loss", "from": "sm", "target": "classes", "loss": True},
+    }  # fmt: skip
+    loss_ref, grads_ref = _run(backend.name, {**BASE, **smoothed_ctc})
+    loss, grads = _run(backend.name, {**BASE, **gradient_op})
+    unsmoothed_loss, unsmoothed = _run(backend.name, {**BASE, **smoothed_ctc, "ctc": {**smoothed_ctc["ctc"],
+                                                                                   "label_smoothing": 0.0}})
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-6)
+    for key in grads_ref:
+        np.testing.assert_allclose(grads[key], grads_ref[key], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(unsmoothed["logits.weight"], grads_ref["logits.weight"], rtol=1e-3)  # can fail
+    model, _ = build({**BASE, **gradient_op}, EXTERN, synthetic_batch(2)[1])
+    assert not any(layer.warnings for layer in model.network.layers.values())
+
+
 def test_parameters_are_the_layer_modules_parameters_drawn_from_the_seed(backend):
     batch, keys = synthetic_batch()
     model, _ = build({**BASE, **NETWORKS["losses"]}, EXTERN, keys, seed=3)

@@ -108,9 +108,10 @@ class CtcLossLayer(_LossLayer):
     frame_level = False
 
     def infer(self, layer: Layer, ins: list[Node], target: Node | None) -> Node:
-        if ins[0].origin == "label_smoothed_log_prob_gradient":
-            layer.warnings.append("label_smoothed_log_prob_gradient in front of ctc_loss smooths exp(lp) - q, not the "
-                                  "CTC posterior q; use ctc_loss's option label_smoothing instead")  # fmt: skip
+        if ins[0].origin == "label_smoothed_log_prob_gradient" and layer.opts["logits_normalized"] is False:
+            layer.warnings.append("label_smoothed_log_prob_gradient in front of ctc_loss with logits_normalized "
+                                  "False smooths exp(lp) - q, not the CTC posterior q; leave logits_normalized "
+                                  "unset (true on log-probs) or use ctc_loss's option label_smoothing")  # fmt: skip
         return super().infer(layer, ins, target)
 
     def forward(self, ctx: Context, x: Tensor) -> LossOutput:

@@ -1,0 +1,111 @@
+"""The layer primitives of a backend: the kernels of ``returnn_ls.nn`` (Linear, Conv1d, LSTM, LayerNorm, dropout).
+
+Part of the backend protocol (:class:`frontend_backends.base.Backend` inherits :class:`LayerKernels`), kept in its
+own module because the layer kernels are a group of their own. The same conventions hold as for every primitive
+of :mod:`frontend_backends.base`: raw tensors and integer axes, no Dims. The frontend moves the axes a kernel works
+on to the end (features last, time before features) and passes sequence lengths as raw int tensors. Leading
+"batch" axes ``*B`` may be several; kernels flatten them internally where the framework needs one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+#: Names accepted by :meth:`LayerKernels.activation`.
+ACTIVATIONS = ("gelu", "silu", "elu", "selu", "softplus", "log_sigmoid", "leaky_relu")
+
+
+class LayerKernels:
+    """The layer primitives; a mixin of :class:`frontend_backends.base.Backend`, whose primitives (``matmul``,
+    ``reduce``, ``unary``, ``shape``) the default implementations use."""
+
+    def activation(self, x: Any, name: str, alpha: float = 0.0) -> Any:
+        """Elementwise activation ``name``, one of :data:`ACTIVATIONS`: ``gelu`` (exact, with erf), ``silu``
+        (``x * sigmoid(x)``), ``elu``, ``selu``, ``softplus``, ``log_sigmoid``, ``leaky_relu`` (slope ``alpha``
+        for ``x < 0``).
+        """
+        raise NotImplementedError
+
+    def linear(self, x: Any, weight: Any, bias: Any) -> Any:
+        """:return: ``x @ weight + bias``: ``x`` ``[*S, I]``, ``weight`` ``[I, O]``, ``bias`` ``[O]`` or None"""
+        out = self.matmul(x, weight)
+        return out if bias is None else out + bias
+
+    def embedding(self, weight: Any, indices: Any) -> Any:
+        """:return: the rows of ``weight`` ``[K, D]`` at ``indices`` (int ``[*S]``, in ``[0, K)``): ``[*S, D]``"""
+        raise NotImplementedError
+
+    def layer_norm(self, x: Any, scale: Any, bias: Any, num_axes: int, eps: float) -> Any:
+        """Normalize ``x`` over its last ``num_axes`` axes to mean 0 and (biased) variance 1, then
+        ``* scale + bias`` (both of the shape of those axes; ``bias`` may be None):
+        ``(x - mean) / sqrt(var + eps) * scale + bias``. The statistics are in float32 for half-precision ``x``.
+        """
+        axes = tuple(range(len(self.shape(x)) - num_axes, len(self.shape(x))))
+        mean = self.reduce("mean", x, axes, keepdims=True)
+        centered = x - mean
+        var = self.reduce("mean", self.unary("square", centered), axes, keepdims=True)
+        out = centered / self.unary("sqrt", var + eps) * scale
+        return out if bias is None else out + bias
+
+    def conv1d(self, x: Any, filter: Any, bias: Any, padding: str, stride: int, dilation: int) -> Any:  # noqa: A002
+        """1-D convolution (cross-correlation) over the time axis.
+
+        ``x`` is ``[*B, T, I]``, ``filter`` ``[O, I, K]`` (PyTorch's layout), ``bias`` ``[O]`` or None; the result
+        is ``[*B, T', O]``. ``padding="valid"``: no padding, ``T' = floor((T - (K-1)*dilation - 1) / stride) + 1``.
+        ``padding="same"``: ``T' = ceil(T / stride)``, zeros padded with ``p = max((T'-1)*stride +
+        (K-1)*dilation + 1 - T, 0)`` frames in total, ``p // 2`` of them on the left (TensorFlow's ``"SAME"``).
+        """
+        raise NotImplementedError
+
+    def lstm(
+        self, x: Any, lengths: Any, h0: Any, c0: Any, ff_weight: Any, rec_weight: Any, bias: Any, reverse: bool
+    ) -> tuple[Any, Any, Any]:
+        """One LSTM layer over the time axis, on the framework's fused kernel.
+
+        ``x`` is ``[*B, T, I]``; ``lengths`` int ``[*B]`` (or broadcastable to it; None: all ``T``);
+        ``h0``, ``c0`` ``[*B, H]`` (broadcastable; None: zeros); ``ff_weight`` ``[4H, I]``, ``rec_weight``
+        ``[4H, H]``, ``bias`` ``[4H]`` or None, the gates in the order ``i, f, g, o`` (PyTorch's and RETURNN's
+        layout). Per frame::
+
+            i, f, g, o = split(ff_weight @ x_t + rec_weight @ h_{t-1} + bias)
+            c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
+            h_t = sigmoid(o) * tanh(c_t)
+
+        Only the first ``lengths[b]`` frames of sequence ``b`` are processed; ``reverse``: from frame
+        ``lengths[b] - 1`` down to 0. Padding frames never influence the state or any gradient.
+
+        :return: ``(out, h, c)``: ``out`` ``[*B, T, H]`` holds ``h_t`` at frame ``t`` (0 at padding frames),
+            ``h`` and ``c`` ``[*B, H]`` the state after the last processed frame (``h0``, ``c0`` for length 0)
+        """
+        raise NotImplementedError
+
+    def random_generator(self, seed: int) -> Any:
+        """:return: a new random generator of the framework (``torch.Generator``, ``tf.random.Generator``)"""
+        raise NotImplementedError
+
+    def seed_generator(self, generator: Any, seed: int) -> None:
+        """Reset ``generator`` (from :meth:`random_generator`) in place to the state of a new one with ``seed``."""
+        raise NotImplementedError
+
+    def dropout(self, x: Any, drop_prob: float, broadcast_axes: Sequence[int], generator: Any) -> Any:
+        """:return: ``x * mask / (1 - drop_prob)`` with ``mask`` 0 with probability ``drop_prob``, else 1, drawn
+        from ``generator``; the mask has size 1 (is shared) along ``broadcast_axes``"""
+        raise NotImplementedError
+
+    def masked_select(self, x: Any, mask: Any) -> Any:
+        """:return: the entries of ``x`` ``[*M, *R]`` where ``mask`` (bool ``[*M]``, or broadcastable to it) is
+        true, in row-major order: ``[N, *R]``"""
+        raise NotImplementedError
+
+    def arg_reduce(self, op: str, x: Any, axis: int) -> Any:
+        """:return: int64 index of the first maximum (``op="argmax"``) or minimum (``"argmin"``) along ``axis``"""
+        raise NotImplementedError
+
+    def concat(self, xs: Sequence[Any], axis: int) -> Any:
+        """:return: ``xs`` (equal rank) concatenated along ``axis``; their other axes broadcast positionally"""
+        raise NotImplementedError
+
+    def full(self, shape: Sequence[Any], value: float, dtype: str) -> Any:
+        """:return: a tensor of ``shape`` (ints, or scalar int tensors inside a graph) filled with ``value``"""
+        raise NotImplementedError
