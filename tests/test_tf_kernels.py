@@ -171,3 +171,28 @@ def test_linear_cross_entropy_matches_numpy_in_every_mode(linear_path, mode):
     np.testing.assert_allclose(loss, -(q * np.log(_softmax(z))).sum(-1) * VALID, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dh, dz @ WEIGHT.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dw, np.einsum("bth,btk->hk", HIDDEN, dz), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def tf1_tensor_equality():
+    """``==`` on tensors as in TF1 graphs (RETURNN's TF backend): object identity, not elementwise."""
+    tf.compat.v1.disable_tensor_equality()
+    yield
+    tf.compat.v1.enable_tensor_equality()
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_kernels_do_not_rely_on_elementwise_tensor_equality(kernel_mode, linear_path, tf1_tensor_equality, mode):
+    """With TF1's ``==`` a kernel comparing tensors with ``==`` gets one Python bool: it dropped the target term
+    of the gradient, and RETURNN's TF engine trained on a wrong gradient."""
+    tf.compat.v1.enable_tensor_equality()  # the references (the other tests check them against numpy)
+    reference = [_run(program, inputs, "eager", linear_path) for program, inputs in PROGRAMS]
+    tf.compat.v1.disable_tensor_equality()
+    for (program, inputs), (loss_ref, grads_ref) in zip(PROGRAMS, reference):
+        loss, grads = _run(program, inputs, mode, linear_path)
+        np.testing.assert_allclose(loss, loss_ref, rtol=1e-6)
+        for grad, grad_ref in zip(grads, grads_ref):
+            np.testing.assert_allclose(grad, grad_ref, rtol=1e-5, atol=1e-7)
+
+
+PROGRAMS = [(_fused_ce, [LOGITS]), (_smoothing_path([0, 2]), [LOGITS]), (_linear_ce, [HIDDEN, WEIGHT])]

@@ -134,7 +134,7 @@ def _smoothed_nll_gradient(log_probs, targets, dl, scale, shift, sum_weight, out
     scale_y = _at_targets(scale, y, lp)
     s1 = tf.abs(dl) if sum_weight is None else tf.abs(dl) * _at_targets(tf.cast(sum_weight, cdt), y, lp)
     total = s1 * _sum_along(shift, lp.shape.rank - 1, lp) - scale_y * dl
-    hit = tf.range(tf.shape(lp)[-1]) == y[..., None]
+    hit = tf.equal(tf.range(tf.shape(lp)[-1]), y[..., None])  # not ==: identity in tf.compat.v1 graphs
     out = shift * s1 - (tf.exp(lp) if softmax is None else tf.cast(softmax, cdt)) * total
     return tf.cast(tf.where(hit, out - scale_y * dl, out), out_dtype)
 
@@ -172,7 +172,7 @@ def _scatter_size(dy, indices, num_labels, dtype) -> int | None:
 
 def _one_hot_scatter(dy, indices, num_labels, dtype):
     """:return: ``[*S, K]``: ``dy`` at ``indices`` along the new last axis, 0 elsewhere (one pass)"""
-    hit = tf.range(num_labels, dtype=tf.int32) == tf.cast(indices, tf.int32)[..., None]
+    hit = tf.equal(tf.range(num_labels, dtype=tf.int32), tf.cast(indices, tf.int32)[..., None])
     return tf.where(hit, tf.cast(dy, dtype)[..., None], tf.zeros([], dtype))
 
 

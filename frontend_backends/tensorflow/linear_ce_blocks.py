@@ -46,7 +46,7 @@ def _block(h, w, b, y, off_y, on_y, v, vsum, lse, dl, start, size):
     if v is not None:
         shift = shift * tf.slice(v, [start], [size])[None, :]
     g = tf.exp(z - lse[:, None]) * coef[:, None] - shift
-    is_target = (start + tf.range(size))[None, :] == y[:, None]
+    is_target = tf.equal((start + tf.range(size))[None, :], y[:, None])  # not ==: identity in tf.compat.v1 graphs
     return tf.where(is_target, g - (on_y * dl)[:, None], g), w_k
 
 

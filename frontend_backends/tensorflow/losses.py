@@ -65,7 +65,7 @@ def _rows_gradient(x, lse, dl, y, off_y, on_y, v, vsum, z_loss, valid, softmax=N
     if softmax is None:
         softmax = tf.exp(tf.cast(x, lse.dtype) - lse[:, None])
     grad = softmax * (coef * dl)[:, None] - shift
-    is_target = tf.range(tf.shape(x)[-1], dtype=y.dtype)[None, :] == y[:, None]
+    is_target = tf.equal(tf.range(tf.shape(x)[-1], dtype=y.dtype)[None, :], y[:, None])  # ==: identity in TF1
     grad = tf.where(is_target, grad - (on_y * dl)[:, None], grad)
     if valid is not None:
         grad = tf.where(valid[:, None], grad, tf.zeros_like(grad))
