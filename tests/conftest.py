@@ -20,6 +20,17 @@ from returnn_ls import _backend
 
 BACKENDS = ["torch", "tensorflow"]
 
+#: The warnings the test suite ignores, each with the reason. Everything else is shown (and fixed at its source).
+IGNORED_WARNINGS = (
+    # torch 2.13's inductor imports modules of its own that use torch.jit.script_method; not our code
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in IGNORED_WARNINGS:
+        config.addinivalue_line("filterwarnings", line)
+
 
 class BackendHelper:
     """Creates raw tensors and takes gradients for one backend."""

@@ -100,7 +100,7 @@ class TorchBackend(Backend):
         if isinstance(value, torch.Tensor):
             out = value.clone()
         else:
-            out = torch.tensor(np.asarray(value))
+            out = torch.as_tensor(np.array(value))  # a fresh copy; torch.tensor would warn under torch.compile
         return out if dtype is None else out.to(_DTYPES[dtype])
 
     def create_parameter(self, value: np.ndarray, trainable: bool) -> Any:
