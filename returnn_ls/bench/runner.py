@@ -1,8 +1,11 @@
 """``returnn-ls bench``: time and peak memory of label-smoothed cross entropy, ours against the frameworks'.
 
 Every (backend, mode, vocabulary size, case) runs in its own subprocess: import the framework, build the inputs,
-run one warm-up fwd+bwd step (which also traces and compiles in the compiled modes), free the gradients, measure
-the resident set size (the baseline), reset the peak (``/proc/self/clear_refs``) and run ``--repeats`` timed steps.
+run one warm-up fwd+bwd step (which also traces and compiles in the compiled modes) and ``--repeats`` timed steps.
+The peak memory is the peak resident set size above a baseline (reset through ``/proc/self/clear_refs``): on torch
+the baseline is taken after the warm-up, so the one-time memory of lazy imports and compilation does not count;
+TensorFlow's allocator keeps the buffers of one step for the next (after a warm-up its steps would look free), so
+there the baseline is taken before the warm-up and the peak covers all steps (tracing and XLA compilation included).
 Reported are the median time and the peak RSS above the baseline. ``--mode`` picks the execution modes:
 ``eager``, ``compiled`` (``torch.compile`` with inductor; ``tf.function`` and ``tf.function(jit_compile=True)``)
 or ``all`` (the default). With ``--rounds N`` the subprocesses run N times, the cases alternating, and the medians
@@ -34,6 +37,8 @@ from returnn_ls.bench.report import add_ratios, format_table, plot
 __all__ = ["add_bench_parser", "main", "run_bench"]
 
 DEFAULT_VOCAB = (1000, 3000, 10000, 30000, 100000)
+#: Backends whose allocator keeps a step's buffers for the next: their peak is measured from before the warm-up.
+KEEPS_BUFFERS = ("tensorflow",)
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -141,17 +146,27 @@ def _worker(spec: dict) -> dict:
         from returnn_ls.bench.tensorflow_cases import make_tensorflow as make
     args = (spec["case"], spec["frames"], spec["vocab"], spec["hidden"], spec["smoothing"])
     step = make(*args, np.random.default_rng(0), mode=spec["mode"])
-    step()  # warm-up: traces and compiles in the compiled modes; its memory is not counted
-    getattr(step, "release", lambda: None)()
-    gc.collect()
-    baseline = _rss_kb("VmRSS")
-    _reset_peak()
+    measure_first = spec["backend"] in KEEPS_BUFFERS
+    if measure_first:
+        baseline = _start_peak()
+    step()  # warm-up: traces and compiles in the compiled modes
+    if not measure_first:
+        getattr(step, "release", lambda: None)()  # the warm-up's gradients
+        baseline = _start_peak()
     times = []
     for _ in range(spec["repeats"]):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
     return {"times": times, "peak_mb": max(0, _rss_kb("VmHWM") - baseline) / 1024}
+
+
+def _start_peak() -> int:
+    """Collect garbage, reset the peak RSS; :return: the RSS now (KiB), the baseline of the peak"""
+    gc.collect()
+    baseline = _rss_kb("VmRSS")
+    _reset_peak()
+    return baseline
 
 
 def _run_case(spec: dict) -> dict:

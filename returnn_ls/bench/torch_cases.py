@@ -58,8 +58,9 @@ def make_torch(
     case: str, frames: int, vocab: int, hidden: int, a: float, rng: np.random.Generator, mode: str = "eager"
 ) -> Step:
     """:return: a fwd+bwd step of ``case`` on PyTorch; ``mode`` ``"compiled"`` runs the loss (forward and, through
-    AOTAutograd, backward) under ``torch.compile`` with the default backend (inductor). The step has a
-    ``release()`` method that frees the gradients (called before the memory baseline is taken)."""
+    AOTAutograd, backward) under ``torch.compile`` with the default backend (inductor). Each step
+    first frees the gradients of the previous one, as ``optimizer.zero_grad()`` does; ``step.release()`` frees
+    them outside a step (before the memory baseline is taken)."""
     import torch
 
     if mode not in ("eager", "compiled"):
