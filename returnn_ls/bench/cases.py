@@ -98,13 +98,16 @@ def ours_loss(case: str, raw_x: Any, raw_y: Any, frames: int, vocab: int, a: flo
     return rf.cross_entropy(estimated=lp, target=y, axis=vocab_dim, estimated_type="log-probs")
 
 
-def ours_linear_loss(raw_h: Any, raw_w: Any, raw_b: Any, raw_y: Any, sizes: tuple[int, int, int], a: float):
-    """:return: the per-frame loss of :func:`returnn_ls.linear_label_smoothed_cross_entropy` (``W`` is [K, H])"""
+def ours_linear_loss(
+    raw_h: Any, raw_w: Any, raw_b: Any, raw_y: Any, sizes: tuple[int, int, int], a: float, hidden_first: bool = False
+):
+    """:return: the per-frame loss of :func:`returnn_ls.linear_label_smoothed_cross_entropy`; ``W`` is ``[K, H]``
+    (PyTorch's ``Linear``) or, with ``hidden_first``, ``[H, K]`` (Keras's ``Dense``)"""
     frames, hidden, vocab = sizes
     frame_dim, hidden_dim, vocab_dim = rf.Dim(frames, name="f"), rf.Dim(hidden, name="h"), rf.Dim(vocab, name="v")
     return rf.linear_label_smoothed_cross_entropy(
         hidden=rf.convert_to_tensor(raw_h, dims=[frame_dim, hidden_dim]),
-        weight=rf.convert_to_tensor(raw_w, dims=[vocab_dim, hidden_dim]),
+        weight=rf.convert_to_tensor(raw_w, dims=[hidden_dim, vocab_dim] if hidden_first else [vocab_dim, hidden_dim]),
         bias=rf.convert_to_tensor(raw_b, dims=[vocab_dim]),
         targets=rf.convert_to_tensor(raw_y, dims=[frame_dim], sparse_dim=vocab_dim),
         axis=vocab_dim,

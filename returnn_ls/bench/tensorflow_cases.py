@@ -19,27 +19,12 @@ from typing import Any
 import numpy as np
 
 import returnn_ls as rf
-from returnn_ls.bench.cases import LINEAR_CASES, Step, ours_loss
+from returnn_ls.bench.cases import LINEAR_CASES, Step, ours_linear_loss, ours_loss
 
 __all__ = ["MODES", "make_tensorflow"]
 
 #: The modes of :func:`make_tensorflow`.
 MODES = ("eager", "function", "xla")
-
-
-def _ours_linear_loss(h, w, b, y, sizes: tuple[int, int, int], a: float):
-    """:return: the per-frame loss of :func:`returnn_ls.linear_label_smoothed_cross_entropy`, ``W`` ``[H, K]``"""
-    frames, hidden, vocab = sizes
-    frame_dim, hidden_dim, vocab_dim = rf.Dim(frames, name="f"), rf.Dim(hidden, name="h"), rf.Dim(vocab, name="v")
-    return rf.linear_label_smoothed_cross_entropy(
-        hidden=rf.convert_to_tensor(h, dims=[frame_dim, hidden_dim]),
-        weight=rf.convert_to_tensor(w, dims=[hidden_dim, vocab_dim]),
-        bias=rf.convert_to_tensor(b, dims=[vocab_dim]),
-        targets=rf.convert_to_tensor(y, dims=[frame_dim], sparse_dim=vocab_dim),
-        axis=vocab_dim,
-        smoothing=a,
-        convention="uniform",
-    ).raw_tensor
 
 
 def _linear_case(case, frames, vocab, hidden, a, rng, y) -> tuple[list[Any], Callable[..., Any]]:
@@ -53,7 +38,10 @@ def _linear_case(case, frames, vocab, hidden, a, rng, y) -> tuple[list[Any], Cal
     params = [tf.constant(rng.standard_normal(s, dtype=np.float32) * 0.1)
               for s in ((frames, hidden), (hidden, vocab), (vocab,))]  # fmt: skip
     if case == "ours_linear_fused":
-        return params, lambda h, w, b: _ours_linear_loss(h, w, b, y, (frames, hidden, vocab), a)
+        return (
+            params,
+            lambda h, w, b: ours_linear_loss(h, w, b, y, (frames, hidden, vocab), a, hidden_first=True).raw_tensor,
+        )
     cce = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=a, reduction=None)
     return params, lambda h, w, b: cce(tf.one_hot(y, vocab), tf.matmul(h, w) + b)
 
