@@ -109,10 +109,10 @@ def plot(rows: list[dict], path: str) -> None:
                         key=lambda r: r["vocab"])  # fmt: skip
         if not points:
             continue
-        for ax, value in zip(axes, ("time_s", "peak_mb")):
-            ax.plot([p["vocab"] for p in points], [max(p[value] or 0, 1e-3) for p in points], **style,
+        for ax, value, floor in zip(axes, ("time_s", "peak_mb"), (1e-3, 1.0)):  # floor: log axes cannot show 0
+            ax.plot([p["vocab"] for p in points], [max(p[value] or 0, floor) for p in points], **style,
                     label=f"{key[2]} ({key[0]} {key[1]})")  # fmt: skip
-    for ax, label in zip(axes, ("fwd+bwd time (s, median)", "peak RSS above baseline (MB)")):
+    for ax, label in zip(axes, ("fwd+bwd time (s, median)", "peak RSS above baseline (MB, at least 1)")):
         ax.set(xscale="log", yscale="log", xlabel="vocabulary size", ylabel=label)
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=6, loc="upper left", ncol=2)
