@@ -224,3 +224,36 @@ def test_xla_training_step_with_variable_smoothing_schedule(select):
         z_eager.assign_sub(0.1 * tape.gradient(loss, z_eager))
         assert abs(float(loss) - losses[step]) < 1e-5
     np.testing.assert_allclose(z.numpy(), z_eager.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
+def test_torch_compile_of_the_fused_projection_matches_eager(select, compiler):
+    """``linear_label_smoothed_cross_entropy`` under ``torch.compile(fullgraph=True)``: gradients of hidden, weight
+    and bias equal eager mode for an upstream gradient that is the same on every frame (the precomputed
+    gradients, scaled in place) and one that differs per frame (the weight's gradient recomputed)."""
+    torch = pytest.importorskip("torch")
+    select("torch")
+    rng = np.random.default_rng(5)
+    h0, w0, b0 = (rng.standard_normal(s).astype(np.float32) for s in ((B, T, 4), (K, 4), (K,)))
+    frame_weights = torch.tensor(rng.uniform(0.5, 2.0, (B, T)).astype(np.float32))
+
+    def loss(h, w, b, per_frame: bool):
+        batch, vocab, hid = Dim(B, name="batch"), Dim(K, name="vocab"), Dim(4, name="hidden")
+        time = Dim(rf.convert_to_tensor(LENS, dims=[batch]), name="time")
+        value = rf.linear_label_smoothed_cross_entropy(
+            hidden=rf.convert_to_tensor(h, dims=[batch, time, hid]), weight=rf.convert_to_tensor(w, dims=[vocab, hid]),
+            bias=rf.convert_to_tensor(b, dims=[vocab]), axis=vocab, smoothing=0.1, chunk_size=2,
+            targets=rf.convert_to_tensor(LABELS, dims=[batch, time], sparse_dim=vocab),
+        ).raw_tensor  # fmt: skip
+        return (value * frame_weights).sum() if per_frame else value.sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, backend=compiler, fullgraph=True)
+    for per_frame in (False, True):
+        results = []
+        for fn in (loss, compiled):
+            params = [torch.tensor(x, requires_grad=True) for x in (h0, w0, b0)]
+            value = fn(*params, per_frame)
+            results.append([value.detach().numpy()] + [g.numpy() for g in torch.autograd.grad(value, params)])
+        for got, want in zip(results[1], results[0]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

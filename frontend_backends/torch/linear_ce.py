@@ -151,22 +151,23 @@ def _recompute(inputs, lse, dl, valid):
     return dw, db
 
 
-@torch.library.custom_op(f"{NAMESPACE}::linear_label_smoothed_cross_entropy_backward", mutates_args=())
-def _linear_ce_backward(
+@torch.library.custom_op(
+    f"{NAMESPACE}::linear_label_smoothed_cross_entropy_backward_", mutates_args=("dh", "dw", "db")
+)
+def _linear_ce_backward_(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, off: torch.Tensor,
     on: torch.Tensor, v: torch.Tensor | None, mask: torch.Tensor | None, chunk: int, needs: list[bool],
     lse: torch.Tensor, dl: torch.Tensor, dh: torch.Tensor, dw: torch.Tensor, db: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """The backward pass under ``torch.compile`` (a graph cannot branch on ``dl``): new gradient tensors"""
+) -> None:  # fmt: skip
+    """The backward pass under ``torch.compile`` (a graph cannot branch on ``dl``): scales the buffers ``dh``,
+    ``dw``, ``db`` made in the forward pass in place, as the eager backward does (a functional op would have to
+    return new gradients, and a second buffer of the weight's size would exist)"""
     inputs = (hidden, weight, bias, targets, off, on, v, mask, chunk, needs)
     valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
-    out = _finish(inputs, lse, dl, valid, (dh, dw, db), in_place=False)
-    return tuple(g if need else g.new_empty((0,)) for g, need in zip(out, needs))
-
-
-@_linear_ce_backward.register_fake
-def _(hidden, weight, bias, targets, off, on, v, mask, chunk, needs, lse, dl, dh, dw, db):
-    return tuple(torch.empty_like(g) for g in (dh, dw, db))
+    out = _finish(inputs, lse, dl, valid, (dh, dw, db), in_place=True)
+    for buffer, grad, need in zip((dh, dw, db), out, needs):
+        if need and grad.data_ptr() != buffer.data_ptr():
+            buffer.copy_(grad)  # recomputed for a per-frame dl
 
 
 def _gradients(buffers, grad_loss, inputs, outputs):
@@ -175,7 +176,8 @@ def _gradients(buffers, grad_loss, inputs, outputs):
     lse = outputs[0]
     dl = grad_loss.reshape(-1).to(lse.dtype)
     if is_compiling():
-        dh, dw, db = _linear_ce_backward(*inputs, lse, dl, *buffers)
+        _linear_ce_backward_(*inputs, lse, dl, *buffers)
+        dh, dw, db = buffers
     else:
         valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
         dh, dw, db = _finish(inputs, lse, dl, valid, buffers, in_place=True)
