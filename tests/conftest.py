@@ -17,6 +17,7 @@ import pytest
 import frontend_backends
 import returnn_ls as rf
 from returnn_ls import _backend
+from returnn_ls.training.config import ENV_VAR
 
 BACKENDS = ["torch", "tensorflow"]
 
@@ -105,6 +106,26 @@ def backend(request) -> BackendHelper:
     rf.select_backend(name)
     yield BackendHelper(name)
     _backend._selected = previous
+
+
+@pytest.fixture
+def restore_backend() -> None:
+    """Restore the backend selection after a test that selects one itself."""
+    previous = _backend._selected
+    yield
+    _backend._selected = previous
+
+
+@pytest.fixture
+def select(restore_backend) -> Callable[[str], None]:
+    """:return: ``rf.select_backend``; the previous selection is restored after the test"""
+    return rf.select_backend
+
+
+@pytest.fixture
+def cli_isolated(restore_backend, monkeypatch) -> None:
+    """For tests of the command line: no backend from the environment, the backend selection restored."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
 
 
 @pytest.fixture

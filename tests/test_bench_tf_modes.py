@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from returnn_ls import _backend
 from returnn_ls.bench.cases import LINEAR_CASES, LOGIT_CASES
 
 pytest.importorskip("tensorflow")
@@ -16,11 +15,7 @@ from returnn_ls.bench.tensorflow_cases import MODES, make_tensorflow  # noqa: E4
 TF_CASES = [c for c in LOGIT_CASES + LINEAR_CASES if c != "returnn_path"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_backend():
-    previous = _backend._selected
-    yield
-    _backend._selected = previous
+pytestmark = pytest.mark.usefixtures("restore_backend")
 
 
 @pytest.mark.parametrize("mode", MODES)

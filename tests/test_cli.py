@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-from returnn_ls import _backend
 from returnn_ls.cli import main
 from returnn_ls.training.config import ENV_VAR
 
@@ -29,12 +28,7 @@ network = {
 """
 
 
-@pytest.fixture(autouse=True)
-def _isolate(monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    previous = _backend._selected
-    yield
-    _backend._selected = previous
+pytestmark = pytest.mark.usefixtures("cli_isolated")
 
 
 @pytest.fixture

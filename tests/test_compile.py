@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import returnn_ls as rf
-from returnn_ls import Dim, _backend
+from returnn_ls import Dim
 
 B, T, K = 2, 3, 5
 LENS = np.array([3, 2])
@@ -79,14 +79,6 @@ def _loss(program: str, z_raw, a_raw) -> rf.Tensor:
     a = rf.convert_to_tensor(a_raw, dims=())
     loss = PROGRAMS[program](z, y, q, a, vocab)
     return rf.reduce_sum(loss, axis=loss.dims)  # per frame, or per sequence for CTC
-
-
-@pytest.fixture
-def select():
-    """:return: a function selecting a backend; the previous selection is restored after the test"""
-    previous = _backend._selected
-    yield rf.select_backend
-    _backend._selected = previous
 
 
 def _raw_loss(program: str):

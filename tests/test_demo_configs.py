@@ -9,9 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from returnn_ls import _backend
 from returnn_ls.cli import main
-from returnn_ls.training.config import ENV_VAR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "demos", "rf_label_smoothing.12ax.config")
@@ -20,12 +18,7 @@ SMALL = ["++train", "{'class': 'Task12AXDataset', 'num_seqs': 30}", "++dev",
          "++max_seqs", "5", "--no-progress"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _isolate(monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    previous = _backend._selected
-    yield
-    _backend._selected = previous
+pytestmark = pytest.mark.usefixtures("cli_isolated")
 
 
 def _run(backend: str, out, via: str) -> tuple[list[dict], dict[str, np.ndarray]]:

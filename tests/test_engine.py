@@ -10,23 +10,15 @@ import sys
 import numpy as np
 import pytest
 
-from returnn_ls import _backend
 from returnn_ls.cli import main
 from returnn_ls.training.checkpoints import find_checkpoints, read_checkpoint
-from returnn_ls.training.config import ENV_VAR
 from returnn_ls.training.datasets import SyntheticDataset
 from returnn_ls.training.lr_file import read_lr_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _engine_helpers import NETWORK_CONFIG, RF_CONFIG, TORCH_CONFIG, write_config  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _isolate(monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    previous = _backend._selected
-    yield
-    _backend._selected = previous
+pytestmark = pytest.mark.usefixtures("cli_isolated")
 
 
 def _train(config, out, *extra: str) -> int:

@@ -11,9 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from returnn_ls import _backend
 from returnn_ls.cli import main
-from returnn_ls.training.config import ENV_VAR
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -23,12 +21,7 @@ from _engine_helpers import RF_CONFIG, write_config  # noqa: E402
 ARGS = ["++train", "{'class': 'synthetic', 'num_seqs': 17, 'seed': 1}", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _isolate(monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    previous = _backend._selected
-    yield
-    _backend._selected = previous
+pytestmark = pytest.mark.usefixtures("cli_isolated")
 
 
 def test_torchrun_two_workers_equal_one_process(tmp_path):

@@ -14,10 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from returnn_ls import _backend
 from returnn_ls.cli import main
 from returnn_ls.training.checkpoints import find_checkpoints
-from returnn_ls.training.config import ENV_VAR
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -26,12 +24,7 @@ from _engine_helpers import RF_CONFIG, write_config  # noqa: E402
 ARGS = ["++num_epochs", "4", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _isolate(monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    previous = _backend._selected
-    yield
-    _backend._selected = previous
+pytestmark = pytest.mark.usefixtures("cli_isolated")
 
 
 def _kill_during_epoch_3(config, out, marker) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import returnn_ls as rf
-from returnn_ls import Dim, _backend
+from returnn_ls import Dim
 
 B, T, K, H = 2, 3, 5, 4
 LENS, LABEL_LENS = np.array([3, 2]), np.array([2, 1])
@@ -84,13 +84,6 @@ def _check_against_eager(got: dict, eager: dict) -> None:
         keep = ~bad if name == "ctc_loss" else valid & ~bad
         assert np.all(np.isnan(value[bad])), name
         np.testing.assert_allclose(value[keep], ref[keep], rtol=1e-5, atol=1e-6, err_msg=name)
-
-
-@pytest.fixture
-def restore_backend():
-    previous = _backend._selected
-    yield
-    _backend._selected = previous
 
 
 def test_eager_mode_raises_naming_the_function_and_argument(backend):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import returnn_ls as rf
-from returnn_ls import Dim, _backend
+from returnn_ls import Dim
 
 B, T, F, K = 4, 6, 8, 10
 LENS = np.array([6, 4, 5, 1])
@@ -21,13 +21,6 @@ _rng = np.random.default_rng(1)
 FEATURES = _rng.standard_normal((B, T, F)).astype(np.float32)
 WEIGHTS = (_rng.standard_normal((F, K)) / np.sqrt(F)).astype(np.float32)
 LABELS = _rng.integers(0, K, size=(B, T))
-
-
-@pytest.fixture
-def select():
-    previous = _backend._selected
-    yield rf.select_backend
-    _backend._selected = previous
 
 
 def _losses(logits_raw, smoothing=0.1):

@@ -10,7 +10,6 @@ from _network_helpers import SYNTHETIC, build, frame_keys, synthetic_batch
 
 import returnn_ls as rf
 from frontend_backends.train_base import get_trainer
-from returnn_ls import _backend
 from returnn_ls.training.config import ConfigError, load_config_text
 from returnn_ls.training.layers import LAYER_CLASSES
 from returnn_ls.training.network import ExternData, Network, replace_smoothing
@@ -65,11 +64,7 @@ NETWORKS = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _restore_backend():
-    previous = _backend._selected
-    yield
-    _backend._selected = previous
+pytestmark = pytest.mark.usefixtures("restore_backend")
 
 
 def _run(backend_name: str, network: dict, seed: int = 0) -> tuple[float, dict]:
@@ -129,8 +124,9 @@ def test_same_initial_parameters_and_first_loss_on_both_backends(name):
 
 
 def test_gradient_op_in_front_of_ctc_loss_equals_ctc_loss_label_smoothing(backend):
-    smoothed_ctc = {"ctc": {"class": "ctc_loss", "from": "logits", "target": "classes", "label_smoothing": 0.2,
-                            "loss": True}}
+    smoothed_ctc = {
+        "ctc": {"class": "ctc_loss", "from": "logits", "target": "classes", "label_smoothing": 0.2, "loss": True}
+    }
     gradient_op = {
         "lp": {"class": "log_softmax", "from": "logits"},
         "sm": {"class": "label_smoothed_log_prob_gradient", "from": "lp", "smoothing": 0.2, "exclude_labels": [0]},
@@ -138,8 +134,9 @@ def test_gradient_op_in_front_of_ctc_loss_equals_ctc_loss_label_smoothing(backen
     }  # fmt: skip
     loss_ref, grads_ref = _run(backend.name, {**BASE, **smoothed_ctc})
     loss, grads = _run(backend.name, {**BASE, **gradient_op})
-    unsmoothed_loss, unsmoothed = _run(backend.name, {**BASE, **smoothed_ctc, "ctc": {**smoothed_ctc["ctc"],
-                                                                                   "label_smoothing": 0.0}})
+    unsmoothed_loss, unsmoothed = _run(
+        backend.name, {**BASE, **smoothed_ctc, "ctc": {**smoothed_ctc["ctc"], "label_smoothing": 0.0}}
+    )
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-6)
     for key in grads_ref:
         np.testing.assert_allclose(grads[key], grads_ref[key], rtol=1e-4, atol=1e-6)

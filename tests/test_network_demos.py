@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from _returnn_demos import DEMOS, write_demo
 
-from returnn_ls import _backend
 from returnn_ls.training.config import load_config
 from returnn_ls.training.network_module import NetworkModule
 from returnn_ls.training.train import train
@@ -20,11 +19,7 @@ SMALL = [("num_epochs", "1"), ("train", "{'class': 'Task12AXDataset', 'num_seqs'
          ("dev", "{'class': 'Task12AXDataset', 'num_seqs': 20, 'fixed_random_seed': 1}")]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _restore_backend():
-    previous = _backend._selected
-    yield
-    _backend._selected = previous
+pytestmark = pytest.mark.usefixtures("restore_backend")
 
 
 def _train(backend: str, path, tmp_path) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import returnn_ls as rf
-from returnn_ls import Dim, _backend
+from returnn_ls import Dim
 
 tf = pytest.importorskip("tensorflow")
 
@@ -29,14 +29,12 @@ VALID = np.arange(T)[None, :] < LENS[:, None]
 
 
 @pytest.fixture(params=["op_by_op", "compiled"])
-def kernel_mode(request, monkeypatch):
+def kernel_mode(request, monkeypatch, select):
     """Run the kernels op by op (the default at these sizes) or XLA-compiled; select TensorFlow."""
     if request.param == "compiled":
         monkeypatch.setattr(kernels, "XLA_MIN_ELEMENTS", 0)
-    previous = _backend._selected
-    rf.select_backend("tensorflow")
-    yield request.param
-    _backend._selected = previous
+    select("tensorflow")
+    return request.param
 
 
 def _dims():
@@ -146,7 +144,7 @@ def _linear_ce(raw_h, raw_w):
 
 
 @pytest.fixture(params=["precomputed", "precomputed_uniform_upstream", "by_frames", "by_labels"])
-def linear_path(request, monkeypatch):
+def linear_path(request, monkeypatch, select):
     """How the gradient of the fused linear CE is made (see ``linear_ce``); :return: the upstream gradient.
 
     ``precomputed`` with a per-frame upstream gradient falls back to recomputing by frames.
@@ -155,10 +153,8 @@ def linear_path(request, monkeypatch):
         monkeypatch.setattr(linear_ce, "_tape_watches", lambda tensors: False)
     if request.param == "by_labels":  # as if the weight were huge
         monkeypatch.setattr(linear_ce, "PRECOMPUTE_MAX_WEIGHT_ELEMENTS", 0)
-    previous = _backend._selected
-    rf.select_backend("tensorflow")
-    yield np.full_like(UPSTREAM, 0.5) if request.param.endswith("uniform_upstream") else UPSTREAM
-    _backend._selected = previous
+    select("tensorflow")
+    return np.full_like(UPSTREAM, 0.5) if request.param.endswith("uniform_upstream") else UPSTREAM
 
 
 @pytest.mark.parametrize("mode", MODES)

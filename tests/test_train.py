@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 
-from returnn_ls import _backend
 from returnn_ls.training.batching import iterate_batches
 from returnn_ls.training.config import ConfigError, load_config, load_config_text
 from returnn_ls.training.datasets import SyntheticDataset, make_dataset
@@ -32,11 +31,7 @@ network = {
 """
 
 
-@pytest.fixture(autouse=True)
-def _restore_backend():
-    previous = _backend._selected
-    yield
-    _backend._selected = previous
+pytestmark = pytest.mark.usefixtures("restore_backend")
 
 
 def test_synthetic_dataset_is_seeded_and_alignment_collapses_to_classes():

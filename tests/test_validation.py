@@ -7,15 +7,7 @@ import numpy as np
 import pytest
 
 import returnn_ls as rf
-from returnn_ls import Dim, _backend
-
-
-@pytest.fixture
-def keep_backend():
-    """Restore the backend selection after a test that selects one itself."""
-    previous = _backend._selected
-    yield
-    _backend._selected = previous
+from returnn_ls import Dim
 
 
 class Inputs:
@@ -155,7 +147,7 @@ def test_bad_argument_raises_error_naming_it(backend, call, error, message):
         call(Inputs())
 
 
-def test_mixing_backends_is_a_type_error(keep_backend):
+def test_mixing_backends_is_a_type_error(restore_backend):
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
     import tensorflow as tf
@@ -209,7 +201,7 @@ STATIC_BAD_CALLS = ["smoothing_nan", "axis_of_size_one", "axis_not_in_dims", "ex
 
 
 @pytest.mark.parametrize("case_id", STATIC_BAD_CALLS)
-def test_errors_inside_tf_function_are_as_clear_as_eager(keep_backend, case_id):
+def test_errors_inside_tf_function_are_as_clear_as_eager(restore_backend, case_id):
     tf = pytest.importorskip("tensorflow")
     _, call, error, message = next(c for c in BAD_CALLS if c[0] == case_id)
     rf.select_backend("tensorflow")
@@ -223,7 +215,7 @@ def test_errors_inside_tf_function_are_as_clear_as_eager(keep_backend, case_id):
 
 
 @pytest.mark.parametrize("case_id", STATIC_BAD_CALLS)
-def test_errors_inside_torch_compile_are_as_clear_as_eager(keep_backend, case_id):
+def test_errors_inside_torch_compile_are_as_clear_as_eager(restore_backend, case_id):
     torch = pytest.importorskip("torch")
     _, call, error, message = next(c for c in BAD_CALLS if c[0] == case_id)
     rf.select_backend("torch")
