@@ -111,19 +111,21 @@ def _(hidden, weight, bias, targets, off, on, v, mask, chunk, needs):
             *_empty_grads(hidden, weight, bias, needs, fake=True))  # fmt: skip
 
 
-def _finish(inputs, lse, dl, valid, grads, in_place: bool):
-    """:return: the gradients ``grads`` (for ``dl = 1``) of hidden, weight and bias scaled by the upstream
-    per-frame gradient ``dl``; in place, or as new tensors (what a custom op must return)"""
-    needs = inputs[-1]
-    dh, dw, db = (g if in_place or not need else g.clone() for g, need in zip(grads, needs))
+def _finish(inputs, lse, dl, grads) -> None:
+    """Scale the gradients ``grads`` of hidden, weight and bias (made for ``dl = 1``) in place by the upstream
+    per-frame gradient ``dl``"""
+    hidden, needs, mask = inputs[0], inputs[-1], inputs[7]
+    valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
+    dh, dw, db = grads
     if needs[0]:
         dh.mul_(dl[:, None])
     scale = _common_value(dl, valid)
     if scale is not None:
-        dw, db = (g.mul_(scale) if need else g for g, need in zip((dw, db), needs[1:]))
+        for grad, need in zip((dw, db), needs[1:]):
+            if need:
+                grad.mul_(scale)
     elif needs[1] or needs[2]:
-        dw, db = _recompute(inputs, lse, dl, valid)
-    return dh, dw, db
+        _recompute(inputs, lse, dl, valid, dw, db)
 
 
 def _common_value(dl: torch.Tensor, valid: torch.Tensor | None) -> float | None:
@@ -135,11 +137,14 @@ def _common_value(dl: torch.Tensor, valid: torch.Tensor | None) -> float | None:
     return float(first) if bool((values == first).all()) else None
 
 
-def _recompute(inputs, lse, dl, valid):
-    """:return: the weight and bias gradients for the per-frame ``dl``, from the logits recomputed per chunk"""
+def _recompute(inputs, lse, dl, valid, dw, db) -> None:
+    """Overwrite the weight and bias gradients ``dw``, ``db`` with those for the per-frame ``dl``, from the logits
+    recomputed per chunk"""
     hidden, weight, bias, targets, off, on, v, _, chunk, needs = inputs
     h, y = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1).long()
-    _, dw, db = _empty_grads(hidden, weight, bias, (False,) + tuple(needs[1:]))
+    for grad, need in zip((dw, db), needs[1:]):
+        if need:
+            grad.zero_()
     logits = _chunk_buffer(h, chunk, weight.shape[-1])
     for s in range(0, h.shape[0], chunk):
         rows = slice(s, s + chunk)
@@ -148,12 +153,9 @@ def _recompute(inputs, lse, dl, valid):
         d = dl[rows]
         g = gradient_rows_in_place(p, y[rows], coef * d, off_y * d, on_y * d, v, None if valid is None else valid[rows])
         _accumulate(g, h[rows], weight, (False,) + tuple(needs[1:]), None, dw, db)
-    return dw, db
 
 
-@torch.library.custom_op(
-    f"{NAMESPACE}::linear_label_smoothed_cross_entropy_backward_", mutates_args=("dh", "dw", "db")
-)
+@torch.library.custom_op(f"{NAMESPACE}::linear_label_smoothed_cross_entropy_backward_", mutates_args=("dh", "dw", "db"))
 def _linear_ce_backward_(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, off: torch.Tensor,
     on: torch.Tensor, v: torch.Tensor | None, mask: torch.Tensor | None, chunk: int, needs: list[bool],
@@ -162,25 +164,19 @@ def _linear_ce_backward_(
     """The backward pass under ``torch.compile`` (a graph cannot branch on ``dl``): scales the buffers ``dh``,
     ``dw``, ``db`` made in the forward pass in place, as the eager backward does (a functional op would have to
     return new gradients, and a second buffer of the weight's size would exist)"""
-    inputs = (hidden, weight, bias, targets, off, on, v, mask, chunk, needs)
-    valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
-    out = _finish(inputs, lse, dl, valid, (dh, dw, db), in_place=True)
-    for buffer, grad, need in zip((dh, dw, db), out, needs):
-        if need and grad.data_ptr() != buffer.data_ptr():
-            buffer.copy_(grad)  # recomputed for a per-frame dl
+    _finish((hidden, weight, bias, targets, off, on, v, mask, chunk, needs), lse, dl, (dh, dw, db))
 
 
 def _gradients(buffers, grad_loss, inputs, outputs):
     """:return: the gradients of hidden, weight and bias for the upstream per-frame gradient ``grad_loss``"""
-    hidden, weight, bias, targets, off, on, v, mask, chunk, needs = inputs
+    hidden, weight, bias, needs = inputs[0], inputs[1], inputs[2], inputs[-1]
     lse = outputs[0]
     dl = grad_loss.reshape(-1).to(lse.dtype)
-    if is_compiling():
+    if is_compiling():  # one op of the graph; it mutates the buffers, as the eager call below does
         _linear_ce_backward_(*inputs, lse, dl, *buffers)
-        dh, dw, db = buffers
     else:
-        valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
-        dh, dw, db = _finish(inputs, lse, dl, valid, buffers, in_place=True)
+        _finish(inputs, lse, dl, buffers)
+    dh, dw, db = buffers
     grads = (dh.to(hidden.dtype).view(hidden.shape), dw.to(weight.dtype), None if bias is None else db.to(bias.dtype))
     return tuple(g if need else None for g, need in zip(grads, needs))
 
