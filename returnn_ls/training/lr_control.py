@@ -100,26 +100,26 @@ class LearningRateControl:
             lr = self.growth(lr) if callable(self.growth) else lr * self.growth
         return float(lr)
 
-    def _relative(self, epoch: int) -> float:
+    def _last(self, epoch: int) -> tuple[float, tuple[int, int] | None]:
+        """:return: the learning rate of the last epoch before ``epoch`` (the default if there is none) and the last
+        two epochs before ``epoch`` (None if there are fewer)"""
         before = self._before(epoch)
         if not before:
-            return self.default_learning_rate
-        lr = self.epoch_data[before[-1]].learning_rate
-        if len(before) < 2:
-            return lr
-        change = self.relative_error(before[-2], before[-1])
+            return self.default_learning_rate, None
+        return self.epoch_data[before[-1]].learning_rate, (before[-2], before[-1]) if len(before) >= 2 else None
+
+    def _relative(self, epoch: int) -> float:
+        lr, last_two = self._last(epoch)
+        change = None if last_two is None else self.relative_error(*last_two)
         if change is None:
             return lr
         return self._update(lr, change > self.threshold, not change > self.threshold)
 
     def _absolute(self, epoch: int) -> float:
-        before = self._before(epoch)
-        if not before:
-            return self.default_learning_rate
-        lr = self.epoch_data[before[-1]].learning_rate
-        if len(before) < 2:
+        lr, last_two = self._last(epoch)
+        if last_two is None:
             return lr
-        (old_key, old), (new_key, new) = self.error_of(before[-2]), self.error_of(before[-1])
+        (old_key, old), (new_key, new) = (self.error_of(e) for e in last_two)
         if old is None or new is None or old_key != new_key:
             return lr
         return self._update(lr, new - old > self.abs_threshold, not new - old > self.abs_threshold)
