@@ -18,6 +18,7 @@ Conventions for all primitives:
 from __future__ import annotations
 
 import operator
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -50,18 +51,21 @@ UNARY_OPS = ("neg", "abs", "exp", "log", "log1p", "sqrt", "square", "relu", "tan
 REDUCE_OPS = ("sum", "mean", "max", "min", "logsumexp", "any", "all")
 
 
-class Backend(LayerKernels):
-    """Base class of the backends. Subclasses set :attr:`name` and implement the primitives."""
+class Backend(LayerKernels, ABC):
+    """Base class of the backends: the abstract methods are the protocol, the others have slow-but-correct
+    defaults built on them. The registry sets :attr:`name` to the registered name."""
 
     #: The name used by ``returnn_ls.select_backend``.
     name: str = ""
 
     # -- creation and inspection ------------------------------------------------------------------------------
 
+    @abstractmethod
     def is_tensor(self, x: Any) -> bool:
         """:return: whether ``x`` is a raw tensor (or variable) of this backend's framework"""
         raise NotImplementedError
 
+    @abstractmethod
     def convert(self, value: Any, dtype: str | None = None) -> Any:
         """Create a new raw tensor from a numpy array, Python scalar or nested list (always a copy).
 
@@ -69,10 +73,12 @@ class Backend(LayerKernels):
         """
         raise NotImplementedError
 
+    @abstractmethod
     def to_numpy(self, x: Any) -> np.ndarray:
         """:return: a numpy copy of ``x`` (detached from any autograd graph); eager tensors only"""
         raise NotImplementedError
 
+    @abstractmethod
     def concrete_value(self, x: Any) -> np.ndarray | None:
         """:return: the value of ``x`` as numpy if it can be read now without tracing or compiling, else None.
 
@@ -80,27 +86,33 @@ class Backend(LayerKernels):
         """
         raise NotImplementedError
 
+    @abstractmethod
     def dtype(self, x: Any) -> str:
         """:return: the dtype of ``x`` as a string (see the module docstring)"""
         raise NotImplementedError
 
+    @abstractmethod
     def shape(self, x: Any) -> tuple[int | None, ...]:
         """:return: the static shape of ``x``; an entry is None where it is only known at run time"""
         raise NotImplementedError
 
+    @abstractmethod
     def axis_size(self, x: Any, axis: int) -> Any:
         """:return: the size of ``x`` along ``axis``: an ``int``, or a scalar int tensor inside a graph"""
         raise NotImplementedError
 
+    @abstractmethod
     def arange(self, n: Any, dtype: str) -> Any:
         """:return: ``[0, 1, ..., n-1]``; ``n`` is an ``int`` or a scalar int tensor"""
         raise NotImplementedError
 
+    @abstractmethod
     def create_parameter(self, value: np.ndarray, trainable: bool) -> Any:
         """:return: the framework's own parameter (``torch.nn.Parameter``, ``tf.Variable``) holding a copy of
         ``value``; optimizers update it when ``trainable``"""
         raise NotImplementedError
 
+    @abstractmethod
     def assign_parameter(self, param: Any, value: Any) -> None:
         """Overwrite ``param`` (from :meth:`create_parameter`) in place with ``value`` (raw tensor or numpy of
         its shape), without recording a gradient."""
@@ -108,14 +120,17 @@ class Backend(LayerKernels):
 
     # -- shape and dtype ---------------------------------------------------------------------------------------
 
+    @abstractmethod
     def cast(self, x: Any, dtype: str) -> Any:
         """:return: ``x`` converted to ``dtype`` (``x`` itself if it already has it)"""
         raise NotImplementedError
 
+    @abstractmethod
     def transpose(self, x: Any, perm: Sequence[int]) -> Any:
         """:return: ``x`` with its axes permuted; axis ``i`` of the result is axis ``perm[i]`` of ``x``"""
         raise NotImplementedError
 
+    @abstractmethod
     def expand_dims(self, x: Any, axis: int) -> Any:
         """:return: ``x`` with a new axis of size 1 inserted at position ``axis``"""
         raise NotImplementedError
@@ -129,32 +144,39 @@ class Backend(LayerKernels):
         """
         return BINARY_OPS[op](a, b)
 
+    @abstractmethod
     def unary(self, op: str, x: Any) -> Any:
         """Elementwise unary operation ``op``, one of :data:`UNARY_OPS`."""
         raise NotImplementedError
 
+    @abstractmethod
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         """:return: ``a`` where ``cond`` is true, else ``b``; the operands broadcast positionally"""
         raise NotImplementedError
 
     # -- reductions and softmax --------------------------------------------------------------------------------
 
+    @abstractmethod
     def reduce(self, op: str, x: Any, axes: Sequence[int], keepdims: bool = False) -> Any:
         """Reduce ``x`` over ``axes`` with ``op``, one of :data:`REDUCE_OPS`."""
         raise NotImplementedError
 
+    @abstractmethod
     def log_softmax(self, x: Any, axis: int) -> Any:
         """:return: ``x - logsumexp(x, axis)``, computed stably"""
         raise NotImplementedError
 
+    @abstractmethod
     def softmax(self, x: Any, axis: int) -> Any:
         """:return: ``exp(log_softmax(x, axis))``, computed stably"""
         raise NotImplementedError
 
+    @abstractmethod
     def gather_last(self, x: Any, indices: Any) -> Any:
         """:return: ``x[..., indices[...]]``: ``x`` has shape ``[*S, K]``, ``indices`` shape ``S``, result ``S``"""
         raise NotImplementedError
 
+    @abstractmethod
     def matmul(self, a: Any, b: Any) -> Any:
         """:return: the matrix product over the last axis of ``a`` and the first axis of 2-D ``b``"""
         raise NotImplementedError
@@ -167,10 +189,12 @@ class Backend(LayerKernels):
 
     # -- gradients ---------------------------------------------------------------------------------------------
 
+    @abstractmethod
     def stop_gradient(self, x: Any) -> Any:
         """:return: ``x`` in the forward pass; no gradient flows back through it"""
         raise NotImplementedError
 
+    @abstractmethod
     def scaled_gradient_ext(self, x: Any, scale: Any, shift: Any, sum_axis: int | None, sum_weight: Any = None) -> Any:
         """Identity in the forward pass; in the backward pass the incoming gradient ``g`` becomes
 
@@ -217,6 +241,7 @@ class Backend(LayerKernels):
 
     # -- fused losses (loss and gradient in one pass; no gradient to any input but the logits) ------------------
 
+    @abstractmethod
     def label_smoothed_cross_entropy(
         self, logits: Any, targets: Any, off: Any, on: Any, weight: Any, z_loss: float, mask: Any
     ) -> Any:
@@ -237,6 +262,7 @@ class Backend(LayerKernels):
         """
         raise NotImplementedError
 
+    @abstractmethod
     def linear_label_smoothed_cross_entropy(
         self, hidden: Any, weight: Any, bias: Any, targets: Any, off: Any, on: Any, v: Any, mask: Any, chunk: int
     ) -> Any:
@@ -249,6 +275,7 @@ class Backend(LayerKernels):
         """
         raise NotImplementedError
 
+    @abstractmethod
     def ctc_loss(
         self, logits: Any, targets: Any, in_lens: Any, tgt_lens: Any, blank: int, normalized: bool,
         smoothing: Any, zero_infinity: bool,

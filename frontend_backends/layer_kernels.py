@@ -9,6 +9,7 @@ on to the end (features last, time before features) and passes sequence lengths 
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ class LayerKernels:
     """The layer primitives; a mixin of :class:`frontend_backends.base.Backend`, whose primitives (``matmul``,
     ``reduce``, ``unary``, ``shape``) the default implementations use."""
 
+    @abstractmethod
     def activation(self, x: Any, name: str, alpha: float = 0.0) -> Any:
         """Elementwise activation ``name``, one of :data:`ACTIVATIONS`: ``gelu`` (exact, with erf), ``silu``
         (``x * sigmoid(x)``), ``elu``, ``selu``, ``softplus``, ``log_sigmoid``, ``leaky_relu`` (slope ``alpha``
@@ -32,6 +34,7 @@ class LayerKernels:
         out = self.matmul(x, weight)
         return out if bias is None else out + bias
 
+    @abstractmethod
     def embedding(self, weight: Any, indices: Any) -> Any:
         """:return: the rows of ``weight`` ``[K, D]`` at ``indices`` (int ``[*S]``, in ``[0, K)``): ``[*S, D]``"""
         raise NotImplementedError
@@ -48,6 +51,7 @@ class LayerKernels:
         out = centered / self.unary("sqrt", var + eps) * scale
         return out if bias is None else out + bias
 
+    @abstractmethod
     def conv1d(self, x: Any, filter: Any, bias: Any, padding: str, stride: int, dilation: int) -> Any:  # noqa: A002
         """1-D convolution (cross-correlation) over the time axis.
 
@@ -58,6 +62,7 @@ class LayerKernels:
         """
         raise NotImplementedError
 
+    @abstractmethod
     def lstm(
         self, x: Any, lengths: Any, h0: Any, c0: Any, ff_weight: Any, rec_weight: Any, bias: Any, reverse: bool
     ) -> tuple[Any, Any, Any]:
@@ -80,32 +85,39 @@ class LayerKernels:
         """
         raise NotImplementedError
 
+    @abstractmethod
     def random_generator(self, seed: int) -> Any:
         """:return: a new random generator of the framework (``torch.Generator``, ``tf.random.Generator``)"""
         raise NotImplementedError
 
+    @abstractmethod
     def seed_generator(self, generator: Any, seed: int) -> None:
         """Reset ``generator`` (from :meth:`random_generator`) in place to the state of a new one with ``seed``."""
         raise NotImplementedError
 
+    @abstractmethod
     def dropout(self, x: Any, drop_prob: float, broadcast_axes: Sequence[int], generator: Any) -> Any:
         """:return: ``x * mask / (1 - drop_prob)`` with ``mask`` 0 with probability ``drop_prob``, else 1, drawn
         from ``generator``; the mask has size 1 (is shared) along ``broadcast_axes``"""
         raise NotImplementedError
 
+    @abstractmethod
     def masked_select(self, x: Any, mask: Any) -> Any:
         """:return: the entries of ``x`` ``[*M, *R]`` where ``mask`` (bool ``[*M]``, or broadcastable to it) is
         true, in row-major order: ``[N, *R]``"""
         raise NotImplementedError
 
+    @abstractmethod
     def arg_reduce(self, op: str, x: Any, axis: int) -> Any:
         """:return: int64 index of the first maximum (``op="argmax"``) or minimum (``"argmin"``) along ``axis``"""
         raise NotImplementedError
 
+    @abstractmethod
     def concat(self, xs: Sequence[Any], axis: int) -> Any:
         """:return: ``xs`` (equal rank) concatenated along ``axis``; their other axes broadcast positionally"""
         raise NotImplementedError
 
+    @abstractmethod
     def full(self, shape: Sequence[Any], value: float, dtype: str) -> Any:
         """:return: a tensor of ``shape`` (ints, or scalar int tensors inside a graph) filled with ``value``"""
         raise NotImplementedError

@@ -9,6 +9,7 @@ finite. A backend's trainer is found with :func:`get_trainer`, which imports the
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,25 +61,29 @@ class StepResult:
     grad_norm: float | None = None
 
 
-class Trainer:
+class Trainer(ABC):
     """What the training loop needs from a framework. Subclasses implement every method."""
 
     name: str = ""
 
     # -- parameters and gradients (also used directly by tests) --------------------------------------------------
 
+    @abstractmethod
     def variables(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         """:return: trainable raw parameters (float32), copied from ``arrays``"""
         raise NotImplementedError
 
+    @abstractmethod
     def value_and_grad(self, fn: Callable[[dict[str, Any]], Any], variables: dict[str, Any]) -> tuple[Any, dict]:
         """:return: ``fn(variables)`` (a raw scalar) and its gradient w.r.t. each variable (zeros if unused)"""
         raise NotImplementedError
 
+    @abstractmethod
     def to_numpy(self, x: Any) -> np.ndarray:
         """:return: a numpy copy of a raw tensor or variable"""
         raise NotImplementedError
 
+    @abstractmethod
     def assign(self, variable: Any, value: np.ndarray) -> None:
         """Overwrite ``variable`` in place with the numpy array ``value`` (no gradient recorded)."""
         raise NotImplementedError
@@ -90,13 +95,15 @@ class Trainer:
 
     # -- the engine's step ---------------------------------------------------------------------------------------
 
+    @abstractmethod
     def seed(self, seed: int) -> None:
         """Seed the framework's random generators (dropout etc.), e.g. once per epoch."""
         raise NotImplementedError
 
-    def limit_threads(self, num_params: int) -> None:
+    def limit_threads(self, num_params: int) -> None:  # noqa: B027 - an optional hook
         """Set the framework's thread count for training a model of ``num_params`` parameters (default: leave it)."""
 
+    @abstractmethod
     def create_optimizer(self, params: list[Any], spec: OptimizerSpec, learning_rate: float) -> Any:
         """:return: the framework's optimizer of ``spec`` over the raw parameters ``params``
 
@@ -104,10 +111,12 @@ class Trainer:
         """
         raise NotImplementedError
 
+    @abstractmethod
     def set_learning_rate(self, optimizer: Any, learning_rate: float) -> None:
         """Set the learning rate of ``optimizer`` (e.g. at the start of an epoch)."""
         raise NotImplementedError
 
+    @abstractmethod
     def train_step(self, fn: Callable, inputs: dict[str, np.ndarray], params: list[Any], optimizer: Any,
                    options: StepOptions, compiled: bool) -> StepResult:  # fmt: skip
         """Run ``fn`` on ``inputs``, differentiate its total loss, clip, and update the parameters if finite.
@@ -117,14 +126,17 @@ class Trainer:
         """
         raise NotImplementedError
 
+    @abstractmethod
     def eval_step(self, fn: Callable, inputs: dict[str, np.ndarray], compiled: bool) -> StepResult:
         """Run ``fn`` on ``inputs`` without gradients; ``finite`` says whether its total loss is finite."""
         raise NotImplementedError
 
+    @abstractmethod
     def optimizer_state(self, optimizer: Any, params: list[Any]) -> tuple[dict, dict[str, np.ndarray]]:
         """:return: the optimizer's state as JSON-able metadata and numpy arrays (for a checkpoint)"""
         raise NotImplementedError
 
+    @abstractmethod
     def load_optimizer_state(self, optimizer: Any, params: list[Any], meta: dict, arrays: dict[str, Any]) -> None:
         """Restore what :meth:`optimizer_state` returned (same class, same parameters)."""
         raise NotImplementedError

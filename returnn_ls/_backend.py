@@ -22,11 +22,11 @@ _selected: str | None = None
 def select_backend(name: str) -> None:
     """Select the backend for tensors created from Python or numpy values.
 
-    :param name: ``"torch"`` or ``"tensorflow"``
+    :param name: a registered backend name (``frontend_backends.backend_names()``): ``"torch"``, ``"tensorflow"``
     """
     global _selected
     if not isinstance(name, str):
-        raise TypeError(f"select_backend: name must be a str, one of {list(frontend_backends.BACKEND_NAMES)}")
+        raise TypeError(f"select_backend: name must be a str, one of {list(frontend_backends.backend_names())}")
     frontend_backends.get_backend(name)  # validates the name and imports the framework
     _selected = name
 
@@ -42,7 +42,7 @@ def select_backend_tf() -> None:
 
 
 def get_backend_name() -> str:
-    """:return: the selected backend name, ``"torch"`` or ``"tensorflow"``"""
+    """:return: the selected backend name (e.g. ``"torch"`` or ``"tensorflow"``)"""
     if _selected is not None:
         return _selected
     env = os.environ.get(ENV_VAR)
@@ -51,7 +51,7 @@ def get_backend_name() -> str:
         return env
     raise ValueError(
         f"no backend selected: call returnn_ls.select_backend() with one of "
-        f"{list(frontend_backends.BACKEND_NAMES)}, or set {ENV_VAR}"
+        f"{list(frontend_backends.backend_names())}, or set {ENV_VAR}"
     )
 
 

@@ -15,8 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+import frontend_backends
 from returnn_ls.training.config import (
-    BACKEND_NAMES,
     Config,
     ConfigError,
     load_config,
@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="train once per label-smoothing value and plot the runs side by side")
     for p in (train, compare):
         p.add_argument("config", nargs="?", help="a config file (Python assignments; a config is code)")
-        p.add_argument("--backend", choices=BACKEND_NAMES, help="overrides RETURNN_LS_BACKEND and the config")
+        p.add_argument("--backend", choices=frontend_backends.backend_names(),
+                       help="overrides RETURNN_LS_BACKEND and the config")  # fmt: skip
         p.add_argument("--epochs", type=_positive_int, help="overrides num_epochs of the config")
         p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from frontend_backends import BACKEND_NAMES
+import frontend_backends
 from returnn_ls.bench import cases
 from returnn_ls.bench.report import add_ratios, format_table, plot
 
@@ -82,7 +82,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also time the fused projection with this hidden size (needed by the linear_* cases)",
     )
     parser.add_argument("--smoothing", type=_fraction, default=0.1, help="label smoothing a (default 0.1)")
-    parser.add_argument("--backends", nargs="+", default=list(BACKEND_NAMES), choices=BACKEND_NAMES)
+    parser.add_argument("--backends", nargs="+", default=list(frontend_backends.backend_names()),
+                        choices=frontend_backends.backend_names())  # fmt: skip
     parser.add_argument(
         "--mode",
         default="all",

@@ -21,12 +21,11 @@ import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from frontend_backends import BACKEND_NAMES
+import frontend_backends
 from frontend_backends.common import ENV_VAR
 from returnn_ls.training.config_names import KNOWN_NAMES, UNSUPPORTED, is_ignored, suggest, warn_once
 
 __all__ = [
-    "BACKEND_NAMES",
     "DEFAULT_CONFIG",
     "ENV_VAR",
     "KNOWN_NAMES",
@@ -251,8 +250,9 @@ def _config_backend(config: Config | None) -> tuple[Any, str | None]:
         return None, None
     if config.values.get("backend") is not None:
         return config.values["backend"], "backend"
-    if config.values.get("use_tensorflow"):
-        return "tensorflow", "use_tensorflow"
+    for flag, backend in frontend_backends.config_flag_backends():
+        if config.values.get(flag):
+            return backend, flag
     return None, None
 
 
@@ -274,13 +274,16 @@ def resolve_backend(config: Config | None, cli_backend: str | None = None, envir
     for value, origin, name in candidates:
         if value is None:
             continue
-        if value not in BACKEND_NAMES:
-            message = f"unknown backend {value!r} from {origin}; choose one of {list(BACKEND_NAMES)}"
-            message += suggest(value, BACKEND_NAMES)
+        names = frontend_backends.backend_names()
+        if value not in names:
+            message = f"unknown backend {value!r} from {origin}; choose one of {list(names)}"
+            message += suggest(value, names)
             raise config.error(message, name) if (config and name) else ConfigError(message)
         return value
     where = config.filename if config else "the config"
+    names = frontend_backends.backend_names()
+    flags = "".join(f", or {flag} = True" for flag, _ in frontend_backends.config_flag_backends())
     raise ConfigError(
-        f'no backend selected: put backend = "torch" (or "tensorflow", or use_tensorflow = True) into {where}, '
-        f"set {ENV_VAR}=torch, or pass --backend torch"
+        f"no backend selected: put backend = {names[0]!r} (or one of {list(names[1:])}{flags}) into {where}, "
+        f"set {ENV_VAR}={names[0]}, or pass --backend {names[0]}"
     )
