@@ -163,13 +163,12 @@ def backend_name_of(raw: Any) -> str | None:
     return backend_of_type(type(raw))
 
 
-def backend_of_type(cls: type, mro: bool = False) -> str | None:
-    """:return: the backend whose type modules hold ``cls`` (with ``mro``: ``cls`` or one of its bases), or None"""
-    for klass in cls.__mro__ if mro else (cls,):
-        module = klass.__module__.split(".", 1)[0]
-        for name, info in _REGISTRY.items():
-            if module in info.type_modules:
-                return name
+def backend_of_type(cls: type) -> str | None:
+    """:return: the backend whose type modules hold the class ``cls``, or None"""
+    module = cls.__module__.split(".", 1)[0]
+    for name, info in _REGISTRY.items():
+        if module in info.type_modules:
+            return name
     return None
 
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAPPED_OPTIMIZERS", "OptimizerSpec", "StepOptions", "StepResult", "Trainer", "get_trainer"]
+__all__ = [
+    "MAPPED_OPTIMIZERS", "NativeModel", "OptimizerSpec", "StepOptions", "StepResult", "Trainer", "get_trainer",
+]  # fmt: skip
 
 #: The optimizer classes both backends provide, with the options they take (canonical names, see
 #: ``returnn_ls.training.optimizer``). Each backend maps them onto its framework's class and argument names.
@@ -61,10 +63,41 @@ class StepResult:
     grad_norm: float | None = None
 
 
+class NativeModel(ABC):
+    """A model of the framework's own module class (``torch.nn.Module``) that an rf-style config's ``get_model``
+    may return, seen through the methods the engine needs (see :meth:`Trainer.native_model`)."""
+
+    @abstractmethod
+    def parameters(self) -> dict[str, Any]:
+        """:return: every parameter and buffer by name, as raw tensors (for checkpoints)"""
+
+    @abstractmethod
+    def trainable(self) -> list[tuple[str, Any]]:
+        """:return: the trainable raw parameters with their names"""
+
+    @abstractmethod
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        """Set all of :meth:`parameters` from numpy ``arrays`` (names and shapes checked by the caller)."""
+
+    @abstractmethod
+    def set_train_flag(self, train: bool) -> None:
+        """Switch between training and evaluation behaviour (dropout, batch norm)."""
+
+
 class Trainer(ABC):
-    """What the training loop needs from a framework. Subclasses implement every method."""
+    """What the training loop needs from a framework: the abstract methods are the protocol, the others are
+    hooks whose defaults fit a framework that runs steps eagerly on one worker."""
 
     name: str = ""
+    #: The compiler that :meth:`train_step` and :meth:`eval_step` use when called with ``compiled=True``
+    #: (e.g. ``"tf.function"``), named in messages; None: steps always run as they are (the engine passes False).
+    compiles_step: str | None = None
+    #: Whether optimizer classes outside :data:`MAPPED_OPTIMIZERS` are passed to the framework by name, with
+    #: their own keyword arguments (``torch.optim.*``); else such a class is a config error.
+    passthrough_optimizers: bool = False
+    #: The RETURNN config key that turns on data-parallel training with this trainer (``"torch_distributed"``);
+    #: None: this trainer has none.
+    distributed_key: str | None = None
 
     # -- parameters and gradients (also used directly by tests) --------------------------------------------------
 
@@ -75,7 +108,8 @@ class Trainer(ABC):
 
     @abstractmethod
     def value_and_grad(self, fn: Callable[[dict[str, Any]], Any], variables: dict[str, Any]) -> tuple[Any, dict]:
-        """:return: ``fn(variables)`` (a raw scalar) and its gradient w.r.t. each variable (zeros if unused)"""
+        """:return: ``fn(variables)`` (a raw scalar) and its gradient w.r.t. each entry of ``variables`` (zeros if
+        unused); the entries are the trainer's :meth:`variables` or any raw float tensors, which are watched"""
         raise NotImplementedError
 
     @abstractmethod
@@ -145,9 +179,36 @@ class Trainer(ABC):
         """:return: ``raw`` summed over the data-parallel workers (itself with one worker)"""
         return raw
 
+    # -- hooks: what differs between frameworks, asked by the engine instead of comparing backend names --------
+
+    def set_input_signature(self, signature: dict[str, tuple[int | None, ...]]) -> None:  # noqa: B027 - a hook
+        """Called once before the first step with the static shape of each input (None: varies between batches),
+        for trainers that compile the step for all batch shapes at once. Default: ignored."""
+
+    def optimizer_defaults(self, name: str) -> dict[str, float]:
+        """:return: canonical options (see :data:`MAPPED_OPTIMIZERS`) that this framework's optimizer ``name``
+        gets unless the config sets them (RETURNN's TF engine: ``epsilon`` 1e-16). Default: none."""
+        return {}
+
+    def init_distributed(self) -> tuple[int, int]:
+        """Join the data-parallel workers started by the framework's launcher (:attr:`distributed_key` is set in
+        the config); :return: ``(rank, world size)``. Afterwards :meth:`all_reduce_sum` and the steps sum over
+        the workers."""
+        raise ValueError(f"backend {self.name!r} has no data-parallel training")
+
+    def finish_distributed(self) -> None:  # noqa: B027 - a hook
+        """Wait for every worker and leave the group joined in :meth:`init_distributed`. Default: nothing."""
+
+    def native_model(self, model: Any) -> NativeModel | None:
+        """:return: ``model`` seen as a :class:`NativeModel` if it is a model of the framework's own module
+        class (an rf-style ``get_model`` may return one), else None. Default: None (the framework has none)."""
+        return None
+
 
 def get_trainer(name: str) -> Trainer:
-    """:return: the :class:`Trainer` of the backend ``name`` (``"torch"`` or ``"tensorflow"``)"""
+    """:return: a new :class:`Trainer` of the registered backend ``name``"""
     import frontend_backends
 
-    return frontend_backends.backend_package(name).Trainer()
+    trainer = frontend_backends.backend_package(name).Trainer()
+    trainer.name = name
+    return trainer

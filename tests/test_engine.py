@@ -56,6 +56,15 @@ def test_torch_module_with_raw_tensors_trains(tmp_path):
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"model.001", "model.002", "model.npz"}
 
 
+def test_torch_module_on_another_backend_names_the_backend_it_needs(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    assert _train(write_config(tmp_path, TORCH_CONFIG), tmp_path / "out", "--backend", "tensorflow") == 1
+    err = capsys.readouterr().err
+    assert "get_model returns a Model (a torch.nn.modules.module.Module), a model of the backend 'torch'" in err, err
+    assert "but the backend is 'tensorflow'; set backend = 'torch'" in err, err
+
+
 def test_overrides_checkpoints_and_rerun(tmp_path, capsys):
     pytest.importorskip("torch")
     config = write_config(tmp_path, NETWORK_CONFIG, backend="torch")

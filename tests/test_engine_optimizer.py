@@ -40,7 +40,7 @@ def _config(optimizer: dict, extra: str = ""):
 def _ours(backend_name: str, optimizer: dict) -> np.ndarray:
     trainer = get_trainer(backend_name)
     var = trainer.variables({"w": P0})["w"]
-    opt = trainer.create_optimizer([var], optimizer_spec(_config(optimizer), backend_name), LR)
+    opt = trainer.create_optimizer([var], optimizer_spec(_config(optimizer), trainer), LR)
 
     def fn(raw):
         total = (var * raw["c"]).sum() if backend_name == "torch" else _tf_sum(var * raw["c"])
@@ -103,7 +103,7 @@ def _one_step(backend_name: str, optimizer: dict, options: StepOptions, total_sc
     """:return: the parameters after one step, the step's result and the optimizer state (meta, arrays)"""
     trainer = get_trainer(backend_name)
     var = trainer.variables({"w": P0})["w"]
-    opt = trainer.create_optimizer([var], optimizer_spec(_config(optimizer), backend_name), LR)
+    opt = trainer.create_optimizer([var], optimizer_spec(_config(optimizer), trainer), LR)
 
     def fn(raw):
         if backend_name == "torch":
@@ -148,14 +148,16 @@ def test_non_finite_loss_changes_neither_parameters_nor_optimizer_state(backend)
 )  # fmt: skip
 def test_bad_optimizer_options_name_the_key(text, message):
     with pytest.raises(ConfigError, match=message):
-        optimizer_spec(load_config_text("learning_rate = 0.1\n" + text + "\n", "opt.config"), "tensorflow")
+        config = load_config_text("learning_rate = 0.1\n" + text + "\n", "opt.config")
+        optimizer_spec(config, get_trainer("tensorflow"))
 
 
 def test_old_style_and_default_optimizers():
-    assert optimizer_spec(load_config_text("nadam = True\n"), "torch").name == "nadam"
-    assert optimizer_spec(load_config_text("x = 1\n"), "torch").name == "adam"  # no optimizer: Adam
+    assert optimizer_spec(load_config_text("nadam = True\n"), get_trainer("torch")).name == "nadam"
+    assert optimizer_spec(load_config_text("x = 1\n"), get_trainer("torch")).name == "adam"  # no optimizer: Adam
     # RETURNN's TF engine sets epsilon from optimizer_epsilon (default 1e-16); torch keeps torch's default
-    assert optimizer_spec(load_config_text("adam = True\n"), "tensorflow").options == {"epsilon": 1e-16}
-    assert optimizer_spec(load_config_text("adam = True\n"), "torch").options == {}
-    spec = optimizer_spec(load_config_text("optimizer = 'sgd'\nmomentum = 0.9\noptimizer_epsilon = 1e-3\n"), "torch")
+    assert optimizer_spec(load_config_text("adam = True\n"), get_trainer("tensorflow")).options == {"epsilon": 1e-16}
+    assert optimizer_spec(load_config_text("adam = True\n"), get_trainer("torch")).options == {}
+    text = "optimizer = 'sgd'\nmomentum = 0.9\noptimizer_epsilon = 1e-3\n"
+    spec = optimizer_spec(load_config_text(text), get_trainer("torch"))
     assert spec.options == {"momentum": 0.9}

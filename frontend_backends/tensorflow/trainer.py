@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from frontend_backends.train_base import OptimizerSpec, StepOptions, StepResult, Trainer
+from frontend_backends.train_base import MAPPED_OPTIMIZERS, OptimizerSpec, StepOptions, StepResult, Trainer
 
 _CLASSES = {
     "sgd": keras.optimizers.SGD,
@@ -35,10 +35,19 @@ class TensorFlowTrainer(Trainer):
     """The :class:`Trainer` of the tensorflow backend."""
 
     name = "tensorflow"
+    compiles_step = "tf.function"
 
     def __init__(self) -> None:
         self._compiled: dict[tuple[int, str], Any] = {}
         self.signature: dict[str, tuple[int | None, ...]] | None = None
+
+    def set_input_signature(self, signature: dict[str, tuple[int | None, ...]]) -> None:
+        """The compiled step's ``input_signature``: ``None`` axes (batch, time) make one trace for all batches."""
+        self.signature = dict(signature)
+
+    def optimizer_defaults(self, name: str) -> dict[str, float]:
+        """``epsilon`` 1e-16, as RETURNN's TF engine sets it (Keras' own default is 1e-7)."""
+        return {"epsilon": 1e-16} if "epsilon" in MAPPED_OPTIMIZERS.get(name, ()) else {}
 
     def variables(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         return {k: tf.Variable(np.asarray(v, dtype=np.float32), name=k.replace("/", "_")) for k, v in arrays.items()}
@@ -46,6 +55,7 @@ class TensorFlowTrainer(Trainer):
     def value_and_grad(self, fn: Callable[[dict[str, Any]], Any], variables: dict[str, Any]) -> tuple[Any, dict]:
         keys = list(variables)
         with tf.GradientTape() as tape:
+            tape.watch(list(variables.values()))
             value = fn(variables)
         grads = tape.gradient(value, [variables[k] for k in keys])
         out = {k: g if g is not None else tf.zeros_like(variables[k]) for k, g in zip(keys, grads)}

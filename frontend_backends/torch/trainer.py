@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from frontend_backends.train_base import OptimizerSpec, StepOptions, StepResult, Trainer
+from frontend_backends.train_base import NativeModel, OptimizerSpec, StepOptions, StepResult, Trainer
 
 #: models with fewer trainable parameters train on one thread (see :meth:`TorchTrainer.limit_threads`)
 SMALL_MODEL_PARAMS = 1_000_000
@@ -56,17 +56,39 @@ def _optimizer_class(name: str) -> type:
     return found[name]
 
 
+class TorchModule(NativeModel):
+    """A ``torch.nn.Module`` returned by an rf-style ``get_model``, as the engine sees it."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+
+    def parameters(self) -> dict[str, Any]:
+        return dict(self.module.state_dict())
+
+    def trainable(self) -> list[tuple[str, Any]]:
+        return [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        self.module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+
+    def set_train_flag(self, train: bool) -> None:
+        self.module.train(train)
+
+
 class TorchTrainer(Trainer):
     """The :class:`Trainer` of the torch backend."""
 
     name = "torch"
-    #: set by the caller when ``torch.distributed`` is initialised: the gradients are summed over the workers
+    passthrough_optimizers = True
+    distributed_key = "torch_distributed"
+    #: set by :meth:`init_distributed`: the gradients are summed over the workers
     distributed = False
 
     def variables(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         return {k: torch.tensor(np.asarray(v, dtype=np.float32), requires_grad=True) for k, v in arrays.items()}
 
     def value_and_grad(self, fn: Callable[[dict[str, Any]], Any], variables: dict[str, Any]) -> tuple[Any, dict]:
+        variables = {k: v if v.requires_grad else v.detach().requires_grad_(True) for k, v in variables.items()}
         value = fn(variables)
         keys = list(variables)
         grads = torch.autograd.grad(value, [variables[k] for k in keys], allow_unused=True)
@@ -188,3 +210,25 @@ class TorchTrainer(Trainer):
         out = raw.detach().clone() if isinstance(raw, torch.Tensor) else torch.tensor(raw)
         torch.distributed.all_reduce(out)
         return out
+
+    def init_distributed(self) -> tuple[int, int]:
+        """Join the workers that ``torchrun`` started (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``PORT`` from the
+        environment) in a gloo process group, unless the caller initialised one already."""
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        self.distributed = True
+        return dist.get_rank(), dist.get_world_size()
+
+    def finish_distributed(self) -> None:
+        """Barrier, then destroy the process group. Without this, the gloo threads still alive at interpreter exit
+        abort a worker now and then ("terminate called without an active exception", exit code -6) after training
+        succeeded."""
+        if self.distributed:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+            self.distributed = False
+
+    def native_model(self, model: Any) -> NativeModel | None:
+        return TorchModule(model) if isinstance(model, torch.nn.Module) else None

@@ -1,4 +1,5 @@
-"""Data-parallel training with ``torch_distributed = {}`` under ``torchrun`` (gloo).
+"""Data-parallel training: ``torch_distributed = {}`` under ``torchrun`` (the key is the trainer's
+:attr:`~frontend_backends.train_base.Trainer.distributed_key`; the torch trainer joins a gloo process group).
 
 Every worker reads the same global batches and trains on its shard of each (a contiguous part of the
 sequences). Each worker's loss is normalised with the inverse norm factors summed over the workers, and the
@@ -13,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from frontend_backends.train_base import Trainer
 from returnn_ls.training.config import Config
 
 __all__ = ["Distributed", "setup_distributed"]
@@ -24,6 +26,7 @@ class Distributed:
 
     rank: int = 0
     world: int = 1
+    trainer: Trainer | None = None
 
     @property
     def active(self) -> bool:
@@ -39,11 +42,8 @@ class Distributed:
         """End data-parallel training: wait for every worker, then release the process group. Without this, the
         gloo threads still alive at interpreter exit abort a worker now and then ("terminate called without an
         active exception", exit code -6) after training succeeded."""
-        if self.active:
-            import torch.distributed as dist
-
-            dist.barrier()
-            dist.destroy_process_group()
+        if self.active and self.trainer is not None:
+            self.trainer.finish_distributed()
 
     def shard(self, batch: Any) -> tuple[Any, float]:
         """:return: this worker's part of the global ``batch`` and its weight (0 for a stand-in sequence when the
@@ -60,28 +60,30 @@ class Distributed:
         return part, weight
 
 
-def setup_distributed(config: Config, backend: str, trainer: Any) -> Distributed:
-    """Initialise ``torch.distributed`` (gloo) when the config sets ``torch_distributed`` and ``torchrun``
-    started several workers; :return: the worker's :class:`Distributed`
+#: RETURNN's config keys of data-parallel training; a trainer supports at most one (its ``distributed_key``).
+DISTRIBUTED_KEYS = ("torch_distributed",)
 
-    :raise ConfigError: for ``torch_distributed`` on another backend or with options
+
+def setup_distributed(config: Config, trainer: Trainer) -> Distributed:
+    """Join the data-parallel workers when the config sets the trainer's distributed key (``torch_distributed``)
+    and the launcher (``torchrun``) started several; :return: the worker's :class:`Distributed`
+
+    :raise ConfigError: for a data-parallel key the backend does not support, or with options
     """
-    opts = config.get("torch_distributed")
+    for key in DISTRIBUTED_KEYS:
+        if config.get(key) is not None and key != trainer.distributed_key:
+            instead = f"; its trainer's key is {trainer.distributed_key!r}" if trainer.distributed_key else ""
+            raise config.error(f"{key} is not supported by the backend {trainer.name!r}{instead}", key)
+    key = trainer.distributed_key
+    opts = config.get(key) if key else None
     if opts is None:
         return Distributed()
-    if backend != "torch":
-        raise config.error(f"torch_distributed needs backend 'torch', not {backend!r}", "torch_distributed")
     if not isinstance(opts, dict):
-        raise config.error(f"torch_distributed must be a dict (e.g. {{}}), got {opts!r}", "torch_distributed")
+        raise config.error(f"{key} must be a dict (e.g. {{}}), got {opts!r}", key)
     if opts:
-        raise config.error(f"torch_distributed options {sorted(opts)} are not supported here; use {{}} (the gradients "
-                           "are summed over the workers every step)", "torch_distributed")  # fmt: skip
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+        raise config.error(f"{key} options {sorted(opts)} are not supported here; use {{}} (the gradients "
+                           "are summed over the workers every step)", key)  # fmt: skip
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Distributed()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    trainer.distributed = True
-    return Distributed(dist.get_rank(), dist.get_world_size())
+    rank, world = trainer.init_distributed()
+    return Distributed(rank, world, trainer)

@@ -56,7 +56,7 @@ class Engine:
         self.progress = progress and setup.dist.is_main
         self.state = RunState(setup, out_dir, extra or {}, self.log)
         self.backend = _backend.selected_backend()
-        self.compiled = setup.backend == "tensorflow"
+        self.compiled = setup.trainer.compiles_step is not None
         self.epoch, self.step = 1, 0
         self._fns: dict[tuple, Callable] = {}
         self._traced: set[str] = set()
@@ -64,7 +64,7 @@ class Engine:
         self._error_names: set[str] = set()
         self._weight = 1.0
         if self.compiled:
-            setup.trainer.signature = self._signature()
+            setup.trainer.set_input_signature(self._signature())
 
     def run(self) -> dict:
         """Train the remaining epochs (resuming after the last complete checkpoint); :return: ``metrics.json``"""
@@ -206,14 +206,15 @@ class Engine:
                 raise
             except Exception as exc:  # noqa: BLE001 - a trace failure falls back to eager; user errors are reported
                 if self.compiled and mode not in self._traced:
-                    warn_once(f"the train_step cannot be compiled with tf.function ({type(exc).__name__}: {exc}); "
-                              "it runs eagerly (slower)")  # fmt: skip
+                    warn_once(f"the train_step cannot be compiled with {self.s.trainer.compiles_step} "
+                              f"({type(exc).__name__}: {exc}); it runs eagerly (slower)")  # fmt: skip
                     self.compiled = False
                     continue
                 raise self._user_error(exc) from exc
             self._traced.add(mode)
             if self.compiled and "step" in self._accessed:
-                warn_once("the train_step reads get_run_ctx().step, so it runs eagerly on TensorFlow (slower)")
+                warn_once(f"the train_step reads get_run_ctx().step, so it runs eagerly, not compiled with "
+                          f"{self.s.trainer.compiles_step} (slower)")  # fmt: skip
                 self.compiled = False
             return result
 

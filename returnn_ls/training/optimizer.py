@@ -1,7 +1,9 @@
 """The ``optimizer`` config key: RETURNN's option names, checked, in one backend-neutral :class:`OptimizerSpec`.
 
 The backend's trainer turns the spec into the framework's own optimizer (``torch.optim.*`` or
-``keras.optimizers.*``); nothing is implemented by hand. Accepted forms, as in RETURNN:
+``keras.optimizers.*``); nothing is implemented by hand. What differs between frameworks comes from the trainer
+(:meth:`~frontend_backends.train_base.Trainer.optimizer_defaults`, ``passthrough_optimizers``).
+Accepted forms, as in RETURNN:
 
 - ``optimizer = {"class": "adam", "epsilon": 1e-8, "weight_decay": 0.01}`` (the class name is case-insensitive);
 - ``optimizer = "adam"``; the old style ``adam = True`` / ``nadam = True``;
@@ -10,7 +12,7 @@ The backend's trainer turns the spec into the framework's own optimizer (``torch
 
 Option names of TensorFlow 1 (``beta1``, ``beta2``, ``decay`` of RMSProp), PyTorch (``betas``, ``eps``, ``alpha`` of
 RMSprop) and Keras (``beta_1``, ``beta_2``, ``rho``) are all read. Defaults are the framework's, except
-``epsilon`` on TensorFlow: ``optimizer_epsilon`` (default 1e-16), as RETURNN's TF engine sets it; the top-level
+where the trainer says otherwise (TensorFlow: ``epsilon`` 1e-16, as RETURNN's TF engine sets it); the top-level
 ``optimizer_epsilon`` and ``momentum`` apply on both backends where the class has that option.
 ``weight_decay`` means what it means in ``torch.optim``: decoupled for ``adamw``, an L2 term added to the gradient
 for the others (on TensorFlow too).
@@ -21,7 +23,7 @@ from __future__ import annotations
 from numbers import Real
 from typing import Any
 
-from frontend_backends.train_base import MAPPED_OPTIMIZERS, OptimizerSpec
+from frontend_backends.train_base import MAPPED_OPTIMIZERS, OptimizerSpec, Trainer
 from returnn_ls.training.config import Config
 from returnn_ls.training.config_names import suggest
 
@@ -45,11 +47,11 @@ def _from_config(config: Config) -> tuple[Any, str]:
     return {"class": "adam"}, "optimizer"
 
 
-def optimizer_spec(config: Config, backend: str) -> OptimizerSpec:
-    """:return: the :class:`OptimizerSpec` of the config's optimizer for ``backend``
+def optimizer_spec(config: Config, trainer: Trainer) -> OptimizerSpec:
+    """:return: the :class:`OptimizerSpec` of the config's optimizer for the backend of ``trainer``
 
-    Example: ``optimizer_spec(load_config_text("optimizer = {'class': 'Adam', 'beta1': 0.8}"), "torch")`` is
-    ``OptimizerSpec("adam", {"beta1": 0.8}, ...)``.
+    Example: ``optimizer_spec(load_config_text("optimizer = {'class': 'Adam', 'beta1': 0.8}"), get_trainer("torch"))``
+    is ``OptimizerSpec("adam", {"beta1": 0.8}, ...)``.
 
     :raise ConfigError: for an unknown class or option or a bad value, naming ``optimizer`` and the option
     """
@@ -66,23 +68,22 @@ def optimizer_spec(config: Config, backend: str) -> OptimizerSpec:
             continue
         if key in ("learning_rate", "lr"):
             raise config.error(f"{name}: set 'learning_rate' outside of the {name} dict (top-level)", name)
-        _add_option(config, name, cls, key, value, options, passthrough, backend)
+        _add_option(config, name, cls, key, value, options, passthrough)
     for top, option in (("optimizer_epsilon", "epsilon"), ("momentum", "momentum")):
         if config.get(top) is not None and option in MAPPED_OPTIMIZERS.get(cls, ()):
             options.setdefault(option, _number(config, top, top, config.get(top)))
-    if backend == "tensorflow" and "epsilon" in MAPPED_OPTIMIZERS.get(cls, ()):
-        options.setdefault("epsilon", 1e-16)
-    if cls not in MAPPED_OPTIMIZERS and backend != "torch":
+    for option, value in trainer.optimizer_defaults(cls).items():
+        options.setdefault(option, value)
+    if cls not in MAPPED_OPTIMIZERS and not trainer.passthrough_optimizers:
         known = sorted(MAPPED_OPTIMIZERS)
-        raise config.error(f"{name}: class {opts['class']!r} is not available on {backend}; choose one of {known}"
-                           f"{suggest(cls, known)}", name)  # fmt: skip
+        raise config.error(f"{name}: class {opts['class']!r} is not available on {trainer.name}; choose one of "
+                           f"{known}{suggest(cls, known)}", name)  # fmt: skip
     return OptimizerSpec(cls, options, passthrough)
 
 
-def _add_option(config: Config, name: str, cls: str, key: str, value: Any, options: dict, passthrough: dict,
-                backend: str) -> None:  # fmt: skip
+def _add_option(config: Config, name: str, cls: str, key: str, value: Any, options: dict, passthrough: dict) -> None:
     """Put one option of the ``optimizer`` dict into ``options`` (canonical names) or ``passthrough``."""
-    if cls not in MAPPED_OPTIMIZERS:  # another torch.optim class: its own keyword arguments, unchanged
+    if cls not in MAPPED_OPTIMIZERS:  # another class of the framework (torch.optim): its own keyword arguments
         passthrough["eps" if key == "epsilon" else key] = value
         return
     allowed = MAPPED_OPTIMIZERS[cls]

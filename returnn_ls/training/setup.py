@@ -70,13 +70,13 @@ def seed_everything(seed: int, trainer: Trainer) -> None:
     trainer.seed(seed)
 
 
-def _task(config: Config, extern: ExternData) -> Task:
+def _task(config: Config, extern: ExternData, trainer: Trainer) -> Task:
     if config.get("network") is not None:
         from returnn_ls.training.network_task import network_task
 
         return network_task(config, extern)
     if config.get("get_model") is not None or config.get("train_step") is not None:
-        return rf_task(config)
+        return rf_task(config, trainer)
     raise ConfigError("the config sets neither 'network' (a network dict) nor 'get_model' and 'train_step'",
                       config.filename)  # fmt: skip
 
@@ -88,7 +88,7 @@ def build_setup(config: Config, backend: str, *, out_dir: str, epochs: int | Non
     """
     rf.select_backend(backend)
     trainer = get_trainer(backend)
-    dist = setup_distributed(config, backend, trainer)
+    dist = setup_distributed(config, trainer)
     seed = config.get("random_seed") if config.get("random_seed") is not None else config.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise config.error(f"seed must be an int >= 0, got {seed!r}", "seed")
@@ -99,7 +99,7 @@ def build_setup(config: Config, backend: str, *, out_dir: str, epochs: int | Non
     dev_data = make_dataset(config, "dev", spec) if config.get("dev") is not None else None
     extern = ExternData(spec, config, data_keys=train_data.keys)
     seed_everything(seed, trainer)
-    task = _task(config, extern)
+    task = _task(config, extern, trainer)
     params = task.trainable()
     if not params:
         raise config.error(
@@ -107,7 +107,7 @@ def build_setup(config: Config, backend: str, *, out_dir: str, epochs: int | Non
         )
     trainer.limit_threads(sum(int(np.prod(tuple(p.shape))) for _, p in params))
     try:
-        optimizer = trainer.create_optimizer([p for _, p in params], optimizer_spec(config, backend), learning_rate)
+        optimizer = trainer.create_optimizer([p for _, p in params], optimizer_spec(config, trainer), learning_rate)
     except ValueError as exc:
         raise config.error(str(exc), "optimizer") from None
     clip = StepOptions(_check(config, "gradient_clip", float, strict=False) if config.get("gradient_clip") else 0.0,
