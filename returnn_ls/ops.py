@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from frontend_backends import Backend
+from frontend_backends.common import FLOAT_DTYPES, result_dtype
 from returnn_ls import _backend
 from returnn_ls.dim import Dim
 from returnn_ls.tensor import Tensor, is_scalar
@@ -19,7 +20,6 @@ __all__ = [
     "relu", "sequence_mask", "sigmoid", "softmax", "tanh", "valid_frames", "where",
 ]  # fmt: skip
 
-_FLOAT_RANK = {"float16": 1, "bfloat16": 1, "float32": 2, "float64": 3}
 _COMPARE = ("lt", "le", "gt", "ge", "eq", "ne")
 
 
@@ -56,18 +56,15 @@ def align(x: Tensor, dims: Sequence[Dim]) -> Any:
 
 
 def _promote(values: Sequence[Any]) -> str | None:
-    """:return: the dtype all Tensor operands are cast to, or None if they already agree"""
-    dtypes = {v.dtype for v in values if isinstance(v, Tensor)}
-    floats = [d for d in dtypes if d in _FLOAT_RANK]
-    if floats:
-        target = max(floats, key=lambda d: _FLOAT_RANK[d])
-    elif any(isinstance(v, float) for v in values):
-        target = "float32"
-    elif len(dtypes) > 1 and dtypes <= {"int32", "int64"}:
-        target = "int64"
-    else:
+    """:return: the dtype all non-bool Tensor operands are cast to (:func:`~frontend_backends.common.result_dtype`;
+    a Python float counts as ``float32``, a Python int takes the Tensors' dtype), or None if they already agree"""
+    dtypes = [v.dtype for v in values if isinstance(v, Tensor) and v.dtype != "bool"]
+    if any(isinstance(v, float) for v in values) and not any(d in FLOAT_DTYPES for d in dtypes):
+        dtypes.append("float32")
+    if not dtypes:
         return None
-    return None if dtypes == {target} else target
+    target = result_dtype(*dtypes)
+    return None if all(d == target for d in dtypes) else target
 
 
 def check_lengths(*values: Any) -> None:
