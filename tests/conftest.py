@@ -1,7 +1,8 @@
-"""Test fixtures: every test that takes ``backend`` runs once per backend (ids ``[torch]``, ``[tensorflow]``).
+"""Test fixtures: every test that takes ``backend`` runs once per registered backend (ids ``[torch]``,
+``[tensorflow]``), parametrized from the registry (``frontend_backends.backend_names()``).
 
-The per-framework code of the tests lives here, in :class:`BackendHelper`, so the test bodies are the same for
-both backends.
+:class:`BackendHelper` builds raw tensors and takes gradients through the backend's own objects (its ``Backend``
+and ``Trainer``), so the test bodies are the same for every backend and a new backend needs no branch here.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import pytest
 
 import frontend_backends
 import returnn_ls as rf
+from frontend_backends.train_base import get_trainer
 from returnn_ls import _backend
 from returnn_ls.training.config import ENV_VAR
 
-BACKENDS = ["torch", "tensorflow"]
+BACKENDS = list(frontend_backends.backend_names())
 
 #: The warnings the test suite ignores, each with the reason. Everything else is shown (and fixed at its source).
 IGNORED_WARNINGS = (
@@ -39,6 +41,7 @@ class BackendHelper:
     def __init__(self, name: str):
         self.name = name
         self.impl = frontend_backends.get_backend(name)
+        self.trainer = get_trainer(name)
 
     def raw(self, array: Any, dtype: str | None = None) -> Any:
         """:return: a raw tensor copy of ``array``"""
@@ -49,44 +52,50 @@ class BackendHelper:
         raw = x.raw_tensor if isinstance(x, rf.Tensor) else x
         return self.impl.to_numpy(raw)
 
+    def _sum(self, raw: Any) -> Any:
+        return self.impl.reduce("sum", raw, tuple(range(len(self.impl.shape(raw)))))
+
     def value_and_grad(self, fn: Callable[..., rf.Tensor], *arrays: np.ndarray) -> tuple[np.ndarray, list]:
-        """Call ``fn`` on raw tensors of ``arrays``; differentiate the sum of its result w.r.t. each input.
+        """Call ``fn`` on raw tensors of ``arrays``; differentiate the sum of its result w.r.t. each input
+        (with the backend's trainer, which watches the inputs).
 
         :return: (value of ``fn`` as numpy, [gradient as numpy per input])
         """
-        if self.name == "torch":
-            import torch
+        inputs = {str(i): self.raw(a) for i, a in enumerate(arrays)}
+        result = {}
 
-            xs = [torch.tensor(a, requires_grad=True) for a in arrays]
-            out = fn(*xs)
-            out.raw_tensor.sum().backward()
-            grads = [x.grad if x.grad is not None else torch.zeros_like(x) for x in xs]
-            return self.numpy(out), [g.numpy() for g in grads]
-        import tensorflow as tf
+        def total(raw: dict[str, Any]) -> Any:
+            result["out"] = fn(*(raw[str(i)] for i in range(len(arrays))))
+            return self._sum(result["out"].raw_tensor)
 
-        xs = [tf.constant(a) for a in arrays]
-        with tf.GradientTape() as tape:
-            tape.watch(xs)
-            out = fn(*xs)
-            total = tf.reduce_sum(out.raw_tensor)
-        grads = tape.gradient(total, xs)
-        grads = [g if g is not None else tf.zeros_like(x) for g, x in zip(grads, xs)]
-        return self.numpy(out), [np.asarray(g) for g in grads]
+        _, grads = self.trainer.value_and_grad(total, inputs)
+        return self.numpy(result["out"]), [self.trainer.to_numpy(grads[str(i)]) for i in range(len(arrays))]
 
-    def gradcheck(self, fn: Callable[..., Any], *arrays: np.ndarray) -> bool:
-        """Check the analytic gradient of ``fn`` (raw float64 tensors -> raw tensor) against finite differences
-        with the framework's own checker: ``torch.autograd.gradcheck`` or ``tf.test.compute_gradient``."""
-        if self.name == "torch":
-            import torch
+    def gradcheck(self, fn: Callable[..., Any], *arrays: np.ndarray, eps: float = 1e-6, atol: float = 1e-7) -> bool:
+        """Check the analytic gradient of ``fn`` (raw float64 tensors -> raw tensor) against central finite
+        differences in float64: the vector-Jacobian products with three random cotangents, entry by entry.
 
-            xs = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in arrays]
-            return torch.autograd.gradcheck(fn, xs, eps=1e-6, atol=1e-7)
-        import tensorflow as tf
+        :raise AssertionError: naming the input and entry where they differ by more than ``atol``
+        """
+        xs = [np.array(a, dtype=np.float64) for a in arrays]
+        out = self.impl.to_numpy(fn(*(self.raw(x) for x in xs)))
+        for trial, cotangent in enumerate(np.random.default_rng(0).standard_normal((3, *out.shape))):
+            weight = self.raw(cotangent)
 
-        xs = [tf.constant(a, dtype=tf.float64) for a in arrays]
-        theoretical, numerical = tf.test.compute_gradient(fn, xs, delta=1e-6)
-        for t, n in zip(theoretical, numerical):
-            np.testing.assert_allclose(t, n, atol=1e-7)
+            def total(raw: dict[str, Any], weight=weight) -> Any:
+                return self._sum(self.impl.binary("mul", fn(*(raw[str(i)] for i in range(len(xs)))), weight))
+
+            _, grads = self.trainer.value_and_grad(total, {str(i): self.raw(x) for i, x in enumerate(xs)})
+            for i, x in enumerate(xs):
+                numeric = np.zeros_like(x)
+                for j in np.ndindex(x.shape):
+                    plus, minus = x.copy(), x.copy()
+                    plus[j], minus[j] = x[j] + eps, x[j] - eps
+                    values = [self.impl.to_numpy(fn(*(self.raw(p) for p in (*xs[:i], v, *xs[i + 1:]))))
+                              for v in (plus, minus)]  # fmt: skip
+                    numeric[j] = ((values[0] - values[1]) * cotangent).sum() / (2 * eps)
+                analytic = self.trainer.to_numpy(grads[str(i)])
+                np.testing.assert_allclose(analytic, numeric, atol=atol, err_msg=f"input {i}, cotangent {trial}")
         return True
 
 

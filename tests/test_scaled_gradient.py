@@ -194,7 +194,7 @@ def test_padded_frames_get_zero_gradient(backend, rng):
 
 
 def test_gradcheck_of_label_smoothing_and_smooth_one_hot_in_float64(backend, rng):
-    """Framework gradient checkers (torch.autograd.gradcheck / tf.test.compute_gradient)."""
+    """Against central finite differences in float64 (the analytic gradients of the backend's framework)."""
     batch, vocab = Dim(2, name="batch"), Dim(4, name="vocab")
     prob = rng.dirichlet(np.ones(4), size=2)
     labels = rng.integers(0, 4, size=(2,))
