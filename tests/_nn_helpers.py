@@ -7,7 +7,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
+import frontend_backends
 import returnn_ls as rf
+from frontend_backends.train_base import get_trainer
 from returnn_ls import Dim, _backend
 
 
@@ -43,34 +45,27 @@ def outputs_and_grads(
 
     :return: (outputs as numpy, input gradients, parameter gradients by name)
     """
+    impl, trainer = frontend_backends.get_backend(name), get_trainer(name)
     params = dict(module.named_parameters()) if module is not None else {}
     rng = np.random.default_rng(seed)
-    if name == "torch":
-        import torch
+    raws = [impl.convert(a) for a in arrays]
+    variables = {f"x{i}": raws[i] for i, a in enumerate(arrays) if a.dtype.kind == "f"}  # ints get no gradient
+    variables.update({f"p:{k}": p.raw_tensor for k, p in params.items()})
+    result = {}
 
-        xs = [torch.tensor(a, requires_grad=a.dtype.kind == "f") for a in arrays]
-        outs = fn(*xs)
-        weights = [rng.normal(size=o.raw_tensor.shape).astype(o.dtype) for o in outs]
-        sum(((o.raw_tensor * torch.tensor(w)).sum() for o, w in zip(outs, weights)), torch.zeros(())).backward()
-        x_grads = [x.grad.numpy() if x.grad is not None else np.zeros(x.shape) for x in xs]
-        p_grads = {k: p.raw_tensor.grad.numpy() for k, p in params.items()}
-        for p in params.values():
-            p.raw_tensor.grad = None
-        return [o.numpy() for o in outs], x_grads, p_grads
-    import tensorflow as tf
+    def total(raw: dict) -> object:
+        outs = result["outs"] = fn(*(raw.get(f"x{i}", x) for i, x in enumerate(raws)))
+        terms = []
+        for o in outs:
+            shape = impl.shape(o.raw_tensor)
+            weighted = impl.binary("mul", o.raw_tensor, impl.convert(rng.normal(size=shape).astype(o.dtype)))
+            terms.append(impl.reduce("sum", weighted, tuple(range(len(shape)))))
+        return sum(terms[1:], terms[0])
 
-    xs = [tf.constant(a) for a in arrays]
-    with tf.GradientTape() as tape:
-        tape.watch([x for x in xs if x.dtype.is_floating])
-        outs = fn(*xs)
-        weights = [rng.normal(size=o.raw_tensor.shape).astype(o.dtype) for o in outs]
-        total = tf.add_n([tf.reduce_sum(o.raw_tensor * w) for o, w in zip(outs, weights)])
-    grads = tape.gradient(total, xs + [p.raw_tensor for p in params.values()])
-    grads = [
-        np.zeros(v.shape) if g is None else np.asarray(tf.convert_to_tensor(g))  # IndexedSlices of a gather too
-        for g, v in zip(grads, xs + list(params.values()))
-    ]
-    return [o.numpy() for o in outs], grads[: len(xs)], dict(zip(params, grads[len(xs) :]))
+    _, grads = trainer.value_and_grad(total, variables)
+    x_grads = [trainer.to_numpy(grads[f"x{i}"]) if f"x{i}" in grads else np.zeros(a.shape)
+               for i, a in enumerate(arrays)]  # fmt: skip
+    return [o.numpy() for o in result["outs"]], x_grads, {k: trainer.to_numpy(grads[f"p:{k}"]) for k in params}
 
 
 def numpy_lstm(x, lengths, h0, c0, ff, rec, bias, reverse=False):

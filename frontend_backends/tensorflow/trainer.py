@@ -62,6 +62,8 @@ class TensorFlowTrainer(Trainer):
         return value, out
 
     def to_numpy(self, x: Any) -> np.ndarray:
+        if isinstance(x, tf.IndexedSlices):  # the gradient of a gather
+            x = tf.convert_to_tensor(x)
         return np.asarray(x.numpy()) if hasattr(x, "numpy") else np.asarray(x)
 
     def assign(self, variable: Any, value: np.ndarray) -> None:
