@@ -57,6 +57,13 @@ class Backend(LayerKernels, ABC):
 
     #: The name used by ``returnn_ls.select_backend``.
     name: str = ""
+    #: Whether the framework also has a graph mode that builds ops instead of running them (TensorFlow 1's), into
+    #: which RETURNN switches it when RETURNN's frontend first sees one of its tensors (see :meth:`in_graph_mode`).
+    has_graph_mode: bool = False
+
+    def in_graph_mode(self) -> bool:
+        """:return: whether the program runs in the framework's graph mode now (default: never)"""
+        return False
 
     # -- creation and inspection ------------------------------------------------------------------------------
 

@@ -255,14 +255,11 @@ def _refresh(pair: _Pair, returnn_dim: Any, module: Any) -> None:
 
 def _check_graph_mode(x: Tensor) -> None:
     """RETURNN switches TensorFlow to graph mode when it first sees a TensorFlow tensor: refuse eager tensors."""
-    if x.backend.name != "tensorflow":
-        return
-    tf = sys.modules["tensorflow"]
-    if tf.compat.v1.executing_eagerly_outside_functions():
+    if x.backend.has_graph_mode and not x.backend.in_graph_mode():
         raise ValueError(
             "to_returnn: RETURNN takes TensorFlow tensors only in graph mode (its TensorFlow code calls "
             "tf.compat.v1.disable_eager_execution() when it first sees one, which would switch this whole "
-            "program to graph mode); this TensorFlow program runs eagerly. Use RETURNN's torch backend, or "
+            f"program to graph mode); this {x.backend.name} program runs eagerly. Use RETURNN's torch backend, or "
             "convert inside a graph-mode RETURNN setup"
         )
 

@@ -58,6 +58,10 @@ class TensorFlowBackend(Backend):
     """The TensorFlow backend."""
 
     name = "tensorflow"
+    has_graph_mode = True
+
+    def in_graph_mode(self) -> bool:
+        return not tf.compat.v1.executing_eagerly_outside_functions()
 
     def is_tensor(self, x: Any) -> bool:
         return isinstance(x, (tf.Tensor, tf.Variable))
