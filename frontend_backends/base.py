@@ -13,6 +13,10 @@ Conventions for all primitives:
 - ``dtype`` is a string: ``"float16"``, ``"bfloat16"``, ``"float32"``, ``"float64"``, ``"int32"``,
   ``"int64"`` or ``"bool"``.
 - No primitive modifies its inputs.
+- Devices: a primitive's result lives on the device of its tensor inputs. Primitives that create a tensor from
+  Python or numpy values take ``like``, a raw tensor whose device the result gets; without one, the result goes
+  to the framework's default device (torch: ``torch.get_default_device()``, which ``with torch.device("cuda"):``
+  sets; TensorFlow places ops itself).
 """
 
 from __future__ import annotations
@@ -73,10 +77,11 @@ class Backend(LayerKernels, ABC):
         raise NotImplementedError
 
     @abstractmethod
-    def convert(self, value: Any, dtype: str | None = None) -> Any:
+    def convert(self, value: Any, dtype: str | None = None, like: Any = None) -> Any:
         """Create a new raw tensor from a numpy array, Python scalar or nested list (always a copy).
 
         :param dtype: the dtype of the result; ``None`` keeps the numpy dtype of ``value``
+        :param like: a raw tensor: the result goes to its device (see the module docstring)
         """
         raise NotImplementedError
 
@@ -92,6 +97,11 @@ class Backend(LayerKernels, ABC):
         Used for argument checks that are skipped inside ``tf.function`` and ``torch.compile``.
         """
         raise NotImplementedError
+
+    def is_concrete(self, x: Any) -> bool:
+        """:return: whether :meth:`concrete_value` of ``x`` would give its value (eager, not tracing), without
+        reading it (which on an accelerator waits for the queued work); default: asks :meth:`concrete_value`"""
+        return self.concrete_value(x) is not None
 
     @abstractmethod
     def dtype(self, x: Any) -> str:
@@ -109,9 +119,18 @@ class Backend(LayerKernels, ABC):
         raise NotImplementedError
 
     @abstractmethod
-    def arange(self, n: Any, dtype: str) -> Any:
-        """:return: ``[0, 1, ..., n-1]``; ``n`` is an ``int`` or a scalar int tensor"""
+    def arange(self, n: Any, dtype: str, like: Any = None) -> Any:
+        """:return: ``[0, 1, ..., n-1]`` on the device of ``like``; ``n`` is an ``int`` or a scalar int tensor"""
         raise NotImplementedError
+
+    def to_device_of(self, x: Any, like: Any) -> Any:
+        """:return: ``x`` on the device of ``like`` (``x`` itself if it is there; default: ``x``, for frameworks
+        that place ops themselves)"""
+        return x
+
+    def device_name(self, x: Any) -> str:
+        """:return: the device of the raw tensor ``x`` as a string (``"cpu"``, ``"cuda:0"``); default ``"cpu"``"""
+        return "cpu"
 
     @abstractmethod
     def create_parameter(self, value: np.ndarray, trainable: bool) -> Any:

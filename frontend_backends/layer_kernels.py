@@ -118,6 +118,7 @@ class LayerKernels:
         raise NotImplementedError
 
     @abstractmethod
-    def full(self, shape: Sequence[Any], value: float, dtype: str) -> Any:
-        """:return: a tensor of ``shape`` (ints, or scalar int tensors inside a graph) filled with ``value``"""
+    def full(self, shape: Sequence[Any], value: float, dtype: str, like: Any = None) -> Any:
+        """:return: a tensor of ``shape`` (ints, or scalar int tensors inside a graph) filled with ``value``, on the
+        device of ``like``"""
         raise NotImplementedError

@@ -5,6 +5,7 @@ a backend's framework is imported when the backend is first used.
 """
 
 from returnn_ls._backend import get_backend_name, select_backend, select_backend_tf, select_backend_torch
+from returnn_ls._validate import set_label_checks
 from returnn_ls.dim import Dim, batch_dim
 from returnn_ls.gradient import scaled_gradient, scaled_gradient_ext, stop_gradient
 from returnn_ls.label_smoothing import label_smoothed_log_prob_gradient, label_smoothing, smooth_one_hot
@@ -141,6 +142,7 @@ __all__ = [
     "selu",
     "sequence_mask",
     "Sequential",
+    "set_label_checks",
     "set_random_seed",
     "sigmoid",
     "silu",

@@ -9,8 +9,6 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from frontend_backends.common import FLOAT_DTYPES
 from returnn_ls.dim import Dim
 from returnn_ls.ops import align, valid_frames, where
@@ -89,61 +87,73 @@ def check_exclude_labels(labels: Sequence[int] | None, num_labels: int, func: st
     return tuple(int(label) for label in labels)
 
 
+#: Whether eager calls check label ranges (see :func:`set_label_checks`).
+_label_checks = True
+
+
+def set_label_checks(enabled: bool) -> bool:
+    """Switch the eager check of label ranges on or off for the whole process; :return: the previous setting.
+
+    With the check on (the default), an eager call with a label outside ``[0, K)`` inside the sequences raises a
+    ``ValueError`` naming the function, the argument and the labels. It costs one host synchronisation per call
+    (reading whether any label is bad; on a GPU that waits for the queued work). With it off, eager calls behave
+    as compiled code does: the frames with a bad label get a NaN loss and gradient (a graph assertion under
+    ``tf.function``). Example: ``previous = rf.set_label_checks(False)``, then ``rf.set_label_checks(previous)``.
+    """
+    global _label_checks
+    if not isinstance(enabled, bool):
+        raise TypeError(f"set_label_checks: enabled must be True or False, got {enabled!r}")
+    previous, _label_checks = _label_checks, enabled
+    return previous
+
+
+def _bad_labels(labels: Tensor, num_labels: int) -> tuple[Tensor, Tensor]:
+    """:return: (bool Tensor: the label is outside ``[0, num_labels)``; the same, only on frames inside the
+    sequences), both over ``labels.dims``, computed on the labels' device"""
+    out_of_range = (labels < 0) | (labels >= num_labels)
+    mask = valid_frames(labels)  # labels at padding frames may be anything (-100 is common)
+    if mask is None or any(d not in labels.dims for d in mask.dims):
+        return out_of_range, out_of_range
+    return out_of_range, (out_of_range & mask).copy_transpose(labels.dims)
+
+
 def check_labels_in_range(labels: Tensor, num_labels: int, name: str, func: str) -> None:
-    """Raise a ValueError if a label inside the sequences (padding excluded) is outside ``[0, num_labels)``."""
-    values = labels.concrete_value()
-    if values is None:
+    """Raise a ValueError if a label inside the sequences (padding excluded) is outside ``[0, num_labels)``.
+
+    Runs where the values can be read (eager) and the check is on (:func:`set_label_checks`): the test runs on the
+    labels' device, and one host synchronisation reads whether it failed; the labels are copied only for the
+    message.
+    """
+    backend = labels.backend
+    if not _label_checks or not backend.is_concrete(labels.raw_tensor):
         return
-    valid = np.ones(values.shape, dtype=bool)
-    for i, dim in enumerate(labels.dims):
-        if dim.is_padded():
-            valid &= _numpy_mask(dim, labels.dims, values.shape[i], i)
-    bad = values[valid & ((values < 0) | (values >= num_labels))]
-    if bad.size:
-        raise ValueError(f"{func}: {name} has labels outside [0, {num_labels}): e.g. {bad[:5].tolist()}")
-
-
-def _numpy_mask(dim: Dim, dims: tuple[Dim, ...], length: int, axis: int) -> np.ndarray:
-    """:return: the mask of a dynamic ``dim`` broadcastable against an array with ``dims`` (True = valid)"""
-    sizes = dim.dyn_size_ext
-    raw = sizes.concrete_value()
-    if raw is None or any(d not in dims for d in sizes.dims):
-        return np.ones((1,) * len(dims), dtype=bool)
-    perm = [sizes.dims.index(d) for d in dims if d in sizes.dims]
-    raw = np.transpose(raw, perm)
-    shape = [1] * len(dims)
-    for d, n in zip([d for d in dims if d in sizes.dims], raw.shape):
-        shape[dims.index(d)] = n
-    raw = raw.reshape(shape)
-    pos_shape = [1] * len(dims)
-    pos_shape[axis] = length
-    return np.arange(length).reshape(pos_shape) < raw
+    _, bad = _bad_labels(labels, num_labels)
+    if not backend.to_numpy(backend.reduce("any", bad.raw_tensor, tuple(range(len(bad.dims))))):
+        return
+    values = labels.numpy()[bad.numpy()]
+    raise ValueError(f"{func}: {name} has labels outside [0, {num_labels}): e.g. {values[:5].tolist()}")
 
 
 def guard_labels(labels: Tensor, num_labels: int, name: str, func: str) -> tuple[Tensor, Tensor | None]:
     """Check class indices ``labels`` against ``[0, num_labels)``, also inside compiled code.
 
-    Eager (the values can be read): a label outside the range inside the sequences raises a ValueError (see
-    :func:`check_labels_in_range`); :return: ``(labels, None)``.
+    Eager (the values can be read) with the check on (:func:`set_label_checks`): a label outside the range inside
+    the sequences raises a ValueError (see :func:`check_labels_in_range`); :return: ``(labels, None)``.
 
     Traced (``tf.function``, ``tf.function(jit_compile=True)``, ``torch.compile``), where Python cannot look at
-    the values: the graph checks them. Where the framework executes assertions in a graph (``tf.function``
-    without XLA) a bad label raises at run time with a message naming ``func`` and ``name``. Elsewhere (XLA,
-    ``torch.compile``) the callers make the output of each frame with a bad label NaN (:func:`poison_bad_frames`),
-    and, as the upstream gradient of that frame is then NaN too, the gradients it reaches. :return: ``(labels
-    with every out-of-range entry replaced by 0 (safe to index with), bool Tensor over labels.dims: True on
-    frames inside the sequences whose label is out of range)``.
+    the values, or with the check off: the graph checks them. Where the framework executes assertions in a graph
+    (``tf.function`` without XLA) a bad label raises at run time with a message naming ``func`` and ``name``.
+    Elsewhere (XLA, ``torch.compile``, eager with the check off) the callers make the output of each frame with a
+    bad label NaN (:func:`poison_bad_frames`), and, as the upstream gradient of that frame is then NaN too, the
+    gradients it reaches. :return: ``(labels with every out-of-range entry replaced by 0 (safe to index with), bool
+    Tensor over labels.dims: True on frames inside the sequences whose label is out of range)``.
     """
-    if labels.concrete_value() is not None:
+    if _label_checks and labels.backend.is_concrete(labels.raw_tensor):
         check_labels_in_range(labels, num_labels, name, func)
         return labels, None
-    out_of_range = (labels < 0) | (labels >= num_labels)
-    bad = out_of_range
-    mask = valid_frames(labels)
-    if mask is not None:  # labels at padding frames may be anything (e.g. -100)
-        bad = bad & mask
+    out_of_range, bad = _bad_labels(labels, num_labels)
     labels.backend.assert_none_in_graph(
-        align(bad, labels.dims),
+        bad.raw_tensor,
         f"{func}: {name} has labels outside [0, {num_labels}) (found by the check inside the compiled graph; "
         "an eager call names them)",
     )

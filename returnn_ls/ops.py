@@ -176,8 +176,8 @@ def cast(x: Tensor, dtype: str) -> Tensor:
 
 
 def constant(value: float | int | bool, *, like: Tensor, dtype: str | None = None) -> Tensor:
-    """:return: a scalar Tensor (no dims) on ``like``'s backend, with ``dtype`` (default ``like.dtype``)"""
-    return Tensor(like.backend.convert(value, dtype or like.dtype), (), backend=like.backend)
+    """:return: a scalar Tensor (no dims) on ``like``'s backend and device, with ``dtype`` (default ``like.dtype``)"""
+    return Tensor(like.backend.convert(value, dtype or like.dtype, like=like.raw_tensor), (), backend=like.backend)
 
 
 def where(cond: Tensor, true_value: Any, false_value: Any) -> Tensor:
@@ -188,7 +188,7 @@ def where(cond: Tensor, true_value: Any, false_value: Any) -> Tensor:
     rc = align(cond, dims)
     rt, rf_ = _prepare([true_value, false_value], dims)
     if is_scalar(rt) and is_scalar(rf_):
-        rt = backend.convert(rt, "float32" if isinstance(rt, float) else None)
+        rt = backend.convert(rt, "float32" if isinstance(rt, float) else None, like=rc)
     return _result(backend.where(rc, rt, rf_), dims, backend, true_value, false_value)
 
 
@@ -205,8 +205,10 @@ def axes_of(x: Tensor, axis: Dim | Sequence[Dim], func: str) -> list[Dim]:
 def range_over_dim(dim: Dim, *, like: Tensor | None = None, dtype: str = "int32") -> Tensor:
     """:return: ``[0, 1, ..., size-1]`` over ``[dim]``, with ``sparse_dim=dim``.
 
-    :param like: a tensor that has ``dim``: its axis length is used (for a dynamic dim, else the max size)
+    :param like: the result goes to its device; if it has ``dim``, its axis length is used (for a dynamic dim,
+        else the max size)
     """
+    device = like.raw_tensor if like is not None else None
     if like is not None and dim in like.dims:
         backend = like.backend
         n = backend.axis_size(like.raw_tensor, like.dims.index(dim))
@@ -215,9 +217,10 @@ def range_over_dim(dim: Dim, *, like: Tensor | None = None, dtype: str = "int32"
     elif dim.dyn_size_ext is not None:
         sizes = dim.dyn_size_ext
         backend, n = sizes.backend, sizes.backend.reduce("max", sizes.raw_tensor, range(len(sizes.dims)))
+        device = device if device is not None else sizes.raw_tensor
     else:
         raise ValueError(f"range_over_dim: the sizes of {dim} are not known (pass like=, a tensor that has {dim})")
-    return Tensor(backend.arange(n, dtype), (dim,), sparse_dim=dim, backend=backend)
+    return Tensor(backend.arange(n, dtype, like=device), (dim,), sparse_dim=dim, backend=backend)
 
 
 def sequence_mask(dim: Dim, like: Tensor | None = None) -> Tensor:
@@ -231,6 +234,7 @@ def sequence_mask(dim: Dim, like: Tensor | None = None) -> Tensor:
     sizes = dim.dyn_size_ext
     if sizes.backend is not indices.backend:
         raise TypeError(f"the sizes of {dim} are on {sizes.backend.name}, the data on {indices.backend.name}")
+    sizes = sizes.copy_template(sizes.backend.to_device_of(sizes.raw_tensor, indices.raw_tensor))
     return sizes > cast(indices, sizes.dtype)
 
 

@@ -66,7 +66,7 @@ class TensorFlowBackend(Backend):
     def is_tensor(self, x: Any) -> bool:
         return isinstance(x, (tf.Tensor, tf.Variable))
 
-    def convert(self, value: Any, dtype: str | None = None) -> Any:
+    def convert(self, value: Any, dtype: str | None = None, like: Any = None) -> Any:
         if isinstance(value, (tf.Tensor, tf.Variable)):
             out = tf.identity(value)
         else:
@@ -81,6 +81,9 @@ class TensorFlowBackend(Backend):
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x.numpy())
+
+    def is_concrete(self, x: Any) -> bool:
+        return tf.executing_eagerly() and hasattr(x, "numpy")
 
     def concrete_value(self, x: Any) -> np.ndarray | None:
         if not tf.executing_eagerly() or not hasattr(x, "numpy"):
@@ -97,7 +100,7 @@ class TensorFlowBackend(Backend):
         static = x.shape.as_list()[axis]  # as_list: ints also under tf.compat.v1 (v1 TensorShape)
         return static if static is not None else tf.shape(x)[axis]
 
-    def arange(self, n: Any, dtype: str) -> Any:
+    def arange(self, n: Any, dtype: str, like: Any = None) -> Any:
         return tf.range(tf.cast(n, dtype), dtype=dtype)
 
     def cast(self, x: Any, dtype: str) -> Any:
@@ -213,5 +216,5 @@ class TensorFlowBackend(Backend):
     def concat(self, xs: Sequence[Any], axis: int) -> Any:
         return nn.concat(xs, axis)
 
-    def full(self, shape: Sequence[Any], value: float, dtype: str) -> Any:
+    def full(self, shape: Sequence[Any], value: float, dtype: str, like: Any = None) -> Any:
         return tf.fill(tf.stack([tf.cast(n, tf.int32) for n in shape]), tf.constant(value, dtype=dtype))

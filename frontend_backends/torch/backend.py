@@ -82,7 +82,7 @@ def _scaled_grad(grad, scale, shift, sum_axis, sum_weight) -> torch.Tensor:
         else:  # e.g. a per-label shift: add it in place rather than building a full-size temporary
             return (grad * scale).addcmul_(total, shift)
     if not isinstance(shift, torch.Tensor):
-        shift = torch.tensor(shift, dtype=grad.dtype)
+        shift = torch.tensor(shift, dtype=grad.dtype, device=grad.device)
     if isinstance(scale, torch.Tensor):
         return torch.addcmul(shift, grad, scale)
     return torch.add(shift, grad, alpha=scale)
@@ -96,15 +96,23 @@ class TorchBackend(Backend):
     def is_tensor(self, x: Any) -> bool:
         return isinstance(x, torch.Tensor)
 
-    def convert(self, value: Any, dtype: str | None = None) -> Any:
+    def convert(self, value: Any, dtype: str | None = None, like: Any = None) -> Any:
+        device = like.device if like is not None else None
         if isinstance(value, torch.Tensor):
-            out = value.clone()
-        else:
-            out = torch.as_tensor(np.array(value))  # a fresh copy; torch.tensor would warn under torch.compile
+            out = value.clone() if device is None else value.to(device, copy=True)
+        else:  # a fresh copy (torch.tensor would warn under torch.compile); None: the default device
+            out = torch.as_tensor(np.array(value), device=device)
         return out if dtype is None else out.to(_DTYPES[dtype])
 
+    def to_device_of(self, x: Any, like: Any) -> Any:
+        return x if x.device == like.device else x.to(like.device, non_blocking=True)
+
+    def device_name(self, x: Any) -> str:
+        return str(x.device)
+
     def create_parameter(self, value: np.ndarray, trainable: bool) -> Any:
-        return torch.nn.Parameter(torch.tensor(np.array(value)), requires_grad=trainable)
+        value = torch.tensor(np.array(value), device=None)  # the default device: with torch.device(...) sets it
+        return torch.nn.Parameter(value, requires_grad=trainable)
 
     def assign_parameter(self, param: Any, value: Any) -> None:
         with torch.no_grad():
@@ -112,6 +120,9 @@ class TorchBackend(Backend):
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return x.detach().cpu().numpy()
+
+    def is_concrete(self, x: Any) -> bool:
+        return not _is_compiling()
 
     def concrete_value(self, x: Any) -> np.ndarray | None:
         if _is_compiling():
@@ -127,8 +138,8 @@ class TorchBackend(Backend):
     def axis_size(self, x: Any, axis: int) -> Any:
         return x.shape[axis]
 
-    def arange(self, n: Any, dtype: str) -> Any:
-        return torch.arange(n, dtype=_DTYPES[dtype])
+    def arange(self, n: Any, dtype: str, like: Any = None) -> Any:
+        return torch.arange(n, dtype=_DTYPES[dtype], device=like.device if like is not None else None)
 
     def cast(self, x: Any, dtype: str) -> Any:
         return x.to(_DTYPES[dtype])
@@ -142,7 +153,8 @@ class TorchBackend(Backend):
     def binary(self, op: str, a: Any, b: Any) -> Any:
         if op in ("maximum", "minimum"):
             fn = torch.maximum if op == "maximum" else torch.minimum
-            a, b = (v if isinstance(v, torch.Tensor) else torch.tensor(v) for v in (a, b))
+            like = a if isinstance(a, torch.Tensor) else b
+            a, b = (v if isinstance(v, torch.Tensor) else torch.tensor(v, device=like.device) for v in (a, b))
             return fn(a, b)
         return super().binary(op, a, b)
 
@@ -247,5 +259,6 @@ class TorchBackend(Backend):
     def concat(self, xs: Sequence[Any], axis: int) -> Any:
         return nn.concat(xs, axis)
 
-    def full(self, shape: Sequence[Any], value: float, dtype: str) -> Any:
-        return torch.full([int(n) for n in shape], value, dtype=_DTYPES[dtype])
+    def full(self, shape: Sequence[Any], value: float, dtype: str, like: Any = None) -> Any:
+        device = like.device if like is not None else None
+        return torch.full([int(n) for n in shape], value, dtype=_DTYPES[dtype], device=device)

@@ -28,12 +28,12 @@ def smoothed_posterior(q: torch.Tensor, blank: int, smoothing: torch.Tensor) -> 
     factor = 1.0 - (num_labels - 1) * floor
     q_blank = q[..., blank : blank + 1]
     included_mass = q.sum(-1, keepdim=True) - q_blank
-    is_blank = torch.arange(num_labels) == blank
+    is_blank = torch.arange(num_labels, device=q.device) == blank
     return torch.where(is_blank, q_blank, factor * q + floor * included_mass)
 
 
 def _fake_outputs(logits, with_grad: bool):
-    grad = torch.empty(logits.shape, dtype=logits.dtype) if with_grad else no_gradient_buffer(logits)
+    grad = logits.new_empty(logits.shape) if with_grad else no_gradient_buffer(logits)
     return logits.new_empty(logits.shape[:-2], dtype=compute_dtype(logits)), grad
 
 
@@ -56,10 +56,10 @@ def _ctc(
         g = torch.ops.aten._ctc_loss_backward.Tensor(
             torch.ones_like(nll), time_major, labels, in_lens, tgt_lens, nll, log_alpha, blank, False
         ).transpose(0, 1)
-        frames = torch.arange(x.shape[1])[None, :] < in_lens[:, None]
+        frames = torch.arange(x.shape[1], device=x.device)[None, :] < in_lens[:, None]
         keep = (frames & finite[:, None])[..., None]
         grad = torch.where(keep, _gradient_of_input(lp, g, blank, normalized, smoothing), 0.0)
-        grad = large_empty(shape, logits.dtype).copy_(grad.view(shape))
+        grad = large_empty(shape, logits.dtype, logits.device).copy_(grad.view(shape))
     if zero_infinity:
         nll = torch.where(finite, nll, 0.0)
     return nll.view(shape[:-2]), grad
@@ -68,9 +68,7 @@ def _ctc(
 def _gradient_of_input(lp, g, blank: int, normalized: bool, smoothing) -> torch.Tensor:
     """:return: ``-q'`` (w.r.t. free log-probs) or ``exp(lp) - q'`` (w.r.t. logits), from ATen's ``g = exp(lp) - q``"""
     p = lp.exp()
-    q = p - g
-    if bool(smoothing != 0):
-        q = smoothed_posterior(q, blank, smoothing)
+    q = smoothed_posterior(p - g, blank, smoothing)  # exactly p - g for smoothing 0 (no branch: no device sync)
     return -q if normalized else p - q
 
 
@@ -92,5 +90,8 @@ register_buffer_autograd(_ctc, "ctc_loss", 9, (1,), _scaled_gradient)
 def ctc_loss(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity):
     """See ``Backend.ctc_loss``."""
     with_grad = torch.is_grad_enabled() and logits.requires_grad
-    smoothing = smoothing.detach() if isinstance(smoothing, torch.Tensor) else torch.tensor(float(smoothing))
+    if isinstance(smoothing, torch.Tensor):
+        smoothing = smoothing.detach().to(logits.device)
+    else:
+        smoothing = torch.tensor(float(smoothing), device=logits.device)
     return _ctc(logits, targets, in_lens, tgt_lens, blank, normalized, smoothing, zero_infinity, with_grad)[0]

@@ -36,8 +36,9 @@ HUGE_PAGE_MIN_BYTES = 16 << 20
 _HUGE_PAGES = hasattr(mmap, "MADV_HUGEPAGE")  # Linux
 
 
-def large_empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """:return: an uninitialized contiguous CPU tensor; a large one backed by transparent huge pages.
+def large_empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """:return: an uninitialized contiguous tensor on ``device``; a large CPU one backed by transparent huge pages
+    (on other devices: the framework's caching allocator, ``torch.empty``).
 
     A fresh buffer of the logits' size is page-faulted on its first write, 4 KiB at a time: for 164 MB that cost
     ~60 ms on a 2-core VM, more than the arithmetic of the fused CE. Memory mapped with ``madvise(MADV_HUGEPAGE)``
@@ -46,9 +47,9 @@ def large_empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     when the environment variable ``THP_MEM_ALLOC_ENABLE=1`` is set. The memory is returned to the system when the
     tensor is freed.
     """
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if not _HUGE_PAGES or nbytes < HUGE_PAGE_MIN_BYTES:
-        return torch.empty(tuple(shape), dtype=dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if torch.device(device).type != "cpu" or not _HUGE_PAGES or nbytes < HUGE_PAGE_MIN_BYTES:
+        return torch.empty(tuple(shape), dtype=dtype, device=device)
     region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     region.madvise(mmap.MADV_HUGEPAGE)
     return torch.frombuffer(region, dtype=dtype).view(tuple(shape))

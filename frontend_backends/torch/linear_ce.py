@@ -37,7 +37,7 @@ def _logits(h, w, b, out: torch.Tensor | None) -> torch.Tensor:
 
 def _chunk_buffer(h: torch.Tensor, chunk: int, num_labels: int) -> torch.Tensor:
     """:return: a buffer for the values of ``chunk`` frames over the labels, in the compute dtype"""
-    return large_empty((min(chunk, h.shape[0]), num_labels), compute_dtype(h))
+    return large_empty((min(chunk, h.shape[0]), num_labels), compute_dtype(h), h.device)
 
 
 def _coefficients(y, off, on, v, num_labels: int, cdt):
@@ -57,9 +57,9 @@ def _empty_grads(hidden, weight, bias, needs, fake: bool = False):
     if fake:
         weight_grad = torch.empty_like(weight, dtype=cdt)  # preserves the strides
     elif weight.dim() == 2 and weight.stride(0) == 1 and weight.stride(1) == weight.shape[0]:  # transposed
-        weight_grad = large_empty(weight.shape[::-1], cdt).T.zero_()
+        weight_grad = large_empty(weight.shape[::-1], cdt, weight.device).T.zero_()
     else:
-        weight_grad = large_empty(weight.shape, cdt).zero_()
+        weight_grad = large_empty(weight.shape, cdt, weight.device).zero_()
     grads = [
         hidden.new_zeros(hidden.reshape(-1, hidden.shape[-1]).shape, dtype=cdt),
         weight_grad,
@@ -77,7 +77,7 @@ def _linear_ce(
     h, y = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1).long()
     cdt, num_labels = compute_dtype(h), weight.shape[-1]
     valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
-    loss, lse = torch.empty(h.shape[0], dtype=cdt), torch.empty(h.shape[0], dtype=cdt)
+    loss, lse = h.new_empty(h.shape[0], dtype=cdt), h.new_empty(h.shape[0], dtype=cdt)
     dh, dw, db = _empty_grads(hidden, weight, bias, needs)
     logits = _chunk_buffer(h, chunk, num_labels)
     probs = _chunk_buffer(h, chunk, num_labels) if any(needs) else None

@@ -64,10 +64,13 @@ def loss_rows(x, y, off, on, weight, z_loss: float, probs_out):
     return loss.to(cdt), lse.to(cdt)
 
 
-def _outputs(logits, with_grad: bool, empty=torch.empty):
-    """:return: the (loss, lse, softmax buffer) of the op, uninitialized; ``empty`` makes the buffer"""
+def _outputs(logits, with_grad: bool, large: bool = False):
+    """:return: the (loss, lse, softmax buffer) of the op, uninitialized; ``large``: the buffer from
+    :func:`large_empty` (not for the fake kernel)"""
     cdt = compute_dtype(logits)
-    probs = empty(logits.shape, dtype=logits.dtype) if with_grad else no_gradient_buffer(logits)
+    probs = no_gradient_buffer(logits)
+    if with_grad:
+        probs = large_empty(logits.shape, logits.dtype, logits.device) if large else logits.new_empty(logits.shape)
     frames = logits.shape[:-1]
     return logits.new_empty(frames, dtype=cdt), logits.new_empty(frames, dtype=cdt), probs
 
@@ -78,7 +81,7 @@ def _fused_ce(
     z_loss: float, mask: torch.Tensor | None, with_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """:return: (loss ``[*S]``, lse ``[*S]``, softmax ``[*S, K]`` if ``with_grad`` else an empty tensor)"""
-    loss, lse, probs = _outputs(logits, with_grad, large_empty)
+    loss, lse, probs = _outputs(logits, with_grad, large=True)
     num_labels = logits.shape[-1]
     x, y = logits.reshape(-1, num_labels), targets.reshape(-1).long()
     flat = [t.view(-1) for t in (loss, lse)] + [probs.view(-1, num_labels) if with_grad else None]

@@ -144,7 +144,7 @@ def dropout(x: torch.Tensor, drop_prob: float, broadcast_axes: Sequence[int], ge
     shape = [1 if i in broadcast_axes else n for i, n in enumerate(x.shape)]
     mask = torch.empty(shape, dtype=x.dtype, device=x.device)
     if generator.device != mask.device:  # a CPU generator cannot fill a CUDA tensor
-        return x * torch.bernoulli(torch.full(shape, keep), generator=generator).to(x) / keep
+        return x * torch.bernoulli(torch.full(shape, keep, device=generator.device), generator=generator).to(x) / keep
     return x * mask.bernoulli_(keep, generator=generator).div_(keep)
 
 

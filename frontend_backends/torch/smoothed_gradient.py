@@ -67,7 +67,7 @@ def _weighted_abs_sum(grad, axis: int, sum_weight) -> torch.Tensor:
 
 def _smooth_in_new_buffer(grad, scale, shift, total_abs) -> torch.Tensor:
     """:return: ``grad * scale + shift * total_abs`` in one fresh buffer (``grad`` may be shared: never written)"""
-    out = large_empty(grad.shape, grad.dtype)
+    out = large_empty(grad.shape, grad.dtype, grad.device)
     if isinstance(shift, torch.Tensor) and torch.broadcast_shapes(shift.shape, total_abs.shape) != total_abs.shape:
         torch.mul(grad, scale, out=out)  # a per-label shift: add it in place rather than building a temporary
         return out.addcmul_(total_abs, shift)
@@ -120,7 +120,7 @@ def _sum_over_classes(value, num_classes: int):
 
 def _nll_gradient_in_place(log_probs, y, shift, total_abs, total, at_y) -> torch.Tensor:
     """:return: ``shift * total_abs - exp(log_probs) * total - at_y * onehot(y)`` in one new buffer"""
-    out = torch.exp(log_probs, out=large_empty(log_probs.shape, log_probs.dtype))
+    out = torch.exp(log_probs, out=large_empty(log_probs.shape, log_probs.dtype, log_probs.device))
     if isinstance(shift, torch.Tensor) and shift.shape[-1] != 1:
         out.mul_(-total).addcmul_(total_abs, shift)
     else:

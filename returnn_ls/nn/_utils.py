@@ -56,9 +56,10 @@ def dim_size(dim: Dim, backend: Backend) -> Any:
     return sizes.backend.reduce("max", sizes.raw_tensor, range(len(sizes.dims)))
 
 
-def zeros(dims: Sequence[Dim], dtype: str, backend: Backend, *, feature_dim: Dim | None = None) -> Tensor:
-    """:return: zeros over ``dims``"""
-    raw = backend.full([dim_size(d, backend) for d in dims], 0.0, dtype)
+def zeros(dims: Sequence[Dim], dtype: str, backend: Backend, *, feature_dim: Dim | None = None,
+          like: Any = None) -> Tensor:  # fmt: skip
+    """:return: zeros over ``dims``, on the device of the raw tensor ``like``"""
+    raw = backend.full([dim_size(d, backend) for d in dims], 0.0, dtype, like=like)
     return Tensor(raw, dims, feature_dim=feature_dim, backend=backend)
 
 

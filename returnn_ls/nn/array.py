@@ -62,7 +62,9 @@ def _frames_mask(source: Tensor, dims: tuple[Dim, ...], func: str) -> Any:
                 raise ValueError(f"{func}: the sizes of {dim} vary along {outside}, which are not in dims")
             dim_mask = sequence_mask(dim, source)
             mask = dim_mask if mask is None else mask & dim_mask
-    return align(mask, dims) if mask is not None else source.backend.full([1] * len(dims), True, "bool")
+    if mask is not None:
+        return align(mask, dims)
+    return source.backend.full([1] * len(dims), True, "bool", like=source.raw_tensor)
 
 
 def _packed_dim(packed: Any, backend: Backend, out_dim: Dim | None) -> Dim:
@@ -70,7 +72,8 @@ def _packed_dim(packed: Any, backend: Backend, out_dim: Dim | None) -> Dim:
     if out_dim is not None and (out_dim.dimension is not None or out_dim.dyn_size_ext is not None):
         return out_dim
     size = backend.axis_size(packed, 0)
-    size = Tensor(backend.convert(size, "int32") if isinstance(size, int) else backend.cast(size, "int32"), ())
+    size = backend.convert(size, "int32", like=packed) if isinstance(size, int) else backend.cast(size, "int32")
+    size = Tensor(size, ())
     if out_dim is None:
         return Dim(size, name="packed")
     out_dim.dyn_size_ext = size

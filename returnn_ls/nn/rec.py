@@ -120,8 +120,8 @@ class LSTM(Module):
         backend = self.ff_weight.backend
         dtype = self.ff_weight.dtype
         return LstmState(
-            h=_utils.zeros(dims, dtype, backend, feature_dim=self.out_dim),
-            c=_utils.zeros(dims, dtype, backend, feature_dim=self.out_dim),
+            h=_utils.zeros(dims, dtype, backend, feature_dim=self.out_dim, like=self.ff_weight.raw_tensor),
+            c=_utils.zeros(dims, dtype, backend, feature_dim=self.out_dim, like=self.ff_weight.raw_tensor),
         )
 
     def __repr__(self) -> str:
