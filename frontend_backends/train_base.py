@@ -98,6 +98,10 @@ class Trainer(ABC):
     #: The RETURNN config key that turns on data-parallel training with this trainer (``"torch_distributed"``);
     #: None: this trainer has none.
     distributed_key: str | None = None
+    #: The RETURNN config key of mixed-precision training with this trainer (``"torch_amp"``); None: none.
+    mixed_precision_key: str | None = None
+    #: The device the steps run on (see :meth:`resolve_device`), set by :meth:`set_device`.
+    device: str = "cpu"
 
     # -- parameters and gradients (also used directly by tests) --------------------------------------------------
 
@@ -198,6 +202,34 @@ class Trainer(ABC):
 
     def finish_distributed(self) -> None:  # noqa: B027 - a hook
         """Wait for every worker and leave the group joined in :meth:`init_distributed`. Default: nothing."""
+
+    def resolve_device(self, requested: str | None) -> str:
+        """:return: the device to train on, ``"cpu"`` or ``"cuda:N"``, for RETURNN's ``device`` config value
+        (``None``: the GPU when there is one, as RETURNN does; ``"cpu"``, ``"gpu"``, ``"cuda"``, ``"cuda:N"``).
+        Default: a framework that trains on the CPU only.
+
+        :raise ValueError: for a device that is not there or a value that names none
+        """
+        if requested in (None, "cpu"):
+            return "cpu"
+        raise ValueError(f"{requested!r}: the {self.name} backend trains on the CPU only; use 'cpu'")
+
+    def set_device(self, device: str) -> None:
+        """Run the steps on ``device`` (from :meth:`resolve_device`): their inputs go there."""
+        self.device = device
+
+    @contextmanager
+    def device_scope(self) -> Iterator[None]:
+        """Context in which new parameters and tensors are created on :attr:`device` (building the model)."""
+        yield
+
+    def set_mixed_precision(self, dtype: str) -> None:
+        """Run the steps in mixed precision with ``dtype`` (``"bfloat16"``, ``"float16"``), the losses accumulating
+        in float32 (the config key :attr:`mixed_precision_key`).
+
+        :raise ValueError: if the trainer has no mixed precision or not with ``dtype``
+        """
+        raise ValueError(f"the {self.name} backend has no mixed-precision training")
 
     def native_model(self, model: Any) -> NativeModel | None:
         """:return: ``model`` seen as a :class:`NativeModel` if it is a model of the framework's own module

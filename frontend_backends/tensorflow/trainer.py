@@ -9,7 +9,8 @@ norm are finite (``tf.cond``), so a non-finite batch never changes the parameter
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import keras
@@ -40,6 +41,29 @@ class TensorFlowTrainer(Trainer):
     def __init__(self) -> None:
         self._compiled: dict[tuple[int, str], Any] = {}
         self.signature: dict[str, tuple[int | None, ...]] | None = None
+
+    def resolve_device(self, requested: str | None) -> str:
+        """As RETURNN: ``None`` is the first GPU TensorFlow sees (``cuda:0``), else ``cpu``; ``"gpu"``/``"cuda"``
+        the first GPU, ``"cuda:N"`` GPU N (errors without one)."""
+        gpus = tf.config.list_physical_devices("GPU")
+        if requested is None:
+            requested = "gpu" if gpus else "cpu"
+        if requested == "cpu":
+            return "cpu"
+        kind, _, index = str(requested).partition(":") if isinstance(requested, str) else ("", "", "")
+        if kind not in ("gpu", "cuda") or (kind == "gpu" and index) or (index and not index.isdigit()):
+            raise ValueError(f"must be 'cpu', 'gpu', 'cuda' or 'cuda:N', got {requested!r}")
+        if int(index or 0) >= len(gpus):
+            raise ValueError(f"{requested!r}: TensorFlow sees {len(gpus)} GPUs here; use 'cpu' or leave device unset")
+        return f"cuda:{int(index or 0)}"
+
+    def _tf_device(self) -> str:
+        return "/CPU:0" if self.device == "cpu" else f"/GPU:{self.device.partition(':')[2]}"
+
+    @contextmanager
+    def device_scope(self) -> Iterator[None]:
+        with tf.device(self._tf_device()):
+            yield
 
     def set_input_signature(self, signature: dict[str, tuple[int | None, ...]]) -> None:
         """The compiled step's ``input_signature``: ``None`` axes (batch, time) make one trace for all batches."""
@@ -133,7 +157,8 @@ class TensorFlowTrainer(Trainer):
             return outputs, finite, norm
 
         step = self._function((id(fn), "train"), body, inputs, compiled)
-        outputs, finite, norm = step({k: tf.convert_to_tensor(v) for k, v in inputs.items()})
+        with tf.device(self._tf_device()):
+            outputs, finite, norm = step({k: tf.convert_to_tensor(v) for k, v in inputs.items()})
         return StepResult({k: self.to_numpy(v) for k, v in outputs.items()}, bool(finite), float(norm))
 
     def eval_step(self, fn: Callable, inputs: dict[str, np.ndarray], compiled: bool) -> StepResult:
@@ -142,7 +167,8 @@ class TensorFlowTrainer(Trainer):
             return outputs, tf.reduce_all(tf.math.is_finite(tf.cast(total, tf.float32)))
 
         step = self._function((id(fn), "eval"), body, inputs, compiled)
-        outputs, finite = step({k: tf.convert_to_tensor(v) for k, v in inputs.items()})
+        with tf.device(self._tf_device()):
+            outputs, finite = step({k: tf.convert_to_tensor(v) for k, v in inputs.items()})
         return StepResult({k: self.to_numpy(v) for k, v in outputs.items()}, bool(finite))
 
     def optimizer_state(self, optimizer: Any, params: list[Any]) -> tuple[dict, dict[str, np.ndarray]]:

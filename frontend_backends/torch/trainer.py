@@ -15,47 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from frontend_backends.torch.optim import optimizer_class, torch_kwargs
 from frontend_backends.train_base import NativeModel, OptimizerSpec, StepOptions, StepResult, Trainer
 
 #: models with fewer trainable parameters train on one thread (see :meth:`TorchTrainer.limit_threads`)
 SMALL_MODEL_PARAMS = 1_000_000
-#: canonical option -> torch keyword, per class where it differs
-_RENAME = {"epsilon": "eps", "rho": "rho"}
-_CLASSES = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "nadam": torch.optim.NAdam,
-    "adamax": torch.optim.Adamax,
-    "rmsprop": torch.optim.RMSprop,
-    "adagrad": torch.optim.Adagrad,
-    "adadelta": torch.optim.Adadelta,
-}
-
-
-def _torch_kwargs(spec: OptimizerSpec) -> dict[str, Any]:
-    """:return: the keyword arguments of the torch class for the canonical options of ``spec``"""
-    opts = dict(spec.options)
-    kwargs: dict[str, Any] = {}
-    if "beta1" in opts or "beta2" in opts:
-        kwargs["betas"] = (opts.pop("beta1", 0.9), opts.pop("beta2", 0.999))
-    if "rho" in opts and spec.name == "rmsprop":
-        kwargs["alpha"] = opts.pop("rho")
-    for key, value in opts.items():
-        kwargs[_RENAME.get(key, key)] = value
-    return kwargs
-
-
-def _optimizer_class(name: str) -> type:
-    if name in _CLASSES:
-        return _CLASSES[name]
-    found = {k.lower(): v for k, v in vars(torch.optim).items() if isinstance(v, type)}
-    found = {k: v for k, v in found.items() if issubclass(v, torch.optim.Optimizer)}
-    if name not in found:
-        raise ValueError(f"optimizer: unknown class {name!r}; torch.optim has {sorted(found)}")
-    return found[name]
-
-
 class TorchModule(NativeModel):
     """A ``torch.nn.Module`` returned by an rf-style ``get_model``, as the engine sees it."""
 
@@ -81,8 +45,48 @@ class TorchTrainer(Trainer):
     name = "torch"
     passthrough_optimizers = True
     distributed_key = "torch_distributed"
+    mixed_precision_key = "torch_amp"
     #: set by :meth:`init_distributed`: the gradients are summed over the workers
     distributed = False
+
+    def __init__(self) -> None:
+        self._amp_dtype: torch.dtype | None = None
+        self._scaler: torch.amp.GradScaler | None = None
+
+    def resolve_device(self, requested: str | None) -> str:
+        """``None``: ``cuda:N`` (the current CUDA device) if CUDA is available, else ``cpu``; ``"gpu"`` and
+        ``"cuda"``: the current CUDA device, an error without one; ``"cuda:N"``: that device."""
+        if requested is None:
+            requested = "cuda" if torch.cuda.is_available() else "cpu"
+        if requested == "cpu":
+            return "cpu"
+        if requested != "gpu" and not (isinstance(requested, str) and requested.split(":")[0] == "cuda"):
+            raise ValueError(f"must be 'cpu', 'gpu', 'cuda' or 'cuda:N', got {requested!r}")
+        if not torch.cuda.is_available():
+            raise ValueError(f"{requested!r}: no CUDA GPU is available here (torch.cuda.is_available() is False, "
+                             f"torch {torch.__version__}); use 'cpu' or leave device unset")  # fmt: skip
+        try:
+            index = torch.device("cuda" if requested == "gpu" else requested).index
+        except RuntimeError:
+            raise ValueError(f"must be 'cpu', 'gpu', 'cuda' or 'cuda:N', got {requested!r}") from None
+        index = torch.cuda.current_device() if index is None else index
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"{requested!r}: there are {torch.cuda.device_count()} CUDA devices")
+        return f"cuda:{index}"
+
+    @contextmanager
+    def device_scope(self) -> Iterator[None]:
+        with torch.device(self.device):
+            yield
+
+    def set_mixed_precision(self, dtype: str) -> None:
+        """``torch.autocast`` with ``dtype`` around the step; for float16 a ``torch.amp.GradScaler`` (a step whose
+        scaled gradient is not finite is skipped by the scaler, which then lowers the scale)."""
+        if dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"must be 'bfloat16' or 'float16', got {dtype!r}")
+        self._amp_dtype = getattr(torch, dtype)
+        device_type = torch.device(self.device).type
+        self._scaler = torch.amp.GradScaler(device_type) if dtype == "float16" else None
 
     def variables(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         return {k: torch.tensor(np.asarray(v, dtype=np.float32), requires_grad=True) for k, v in arrays.items()}
@@ -121,8 +125,8 @@ class TorchTrainer(Trainer):
             torch.set_num_threads(1)
 
     def create_optimizer(self, params: list[Any], spec: OptimizerSpec, learning_rate: float) -> Any:
-        cls = _optimizer_class(spec.name)
-        kwargs = {**_torch_kwargs(spec), **spec.passthrough}
+        cls = optimizer_class(spec.name)
+        kwargs = {**torch_kwargs(spec), **spec.passthrough}
         try:
             return cls(params, lr=learning_rate, **kwargs)
         except TypeError as exc:
@@ -133,7 +137,15 @@ class TorchTrainer(Trainer):
             group["lr"] = learning_rate
 
     def _inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+        """:return: the inputs on :attr:`device`; sequence lengths stay on the host, as RETURNN keeps them (the
+        frontend moves them to the data's device where a kernel needs them)"""
+        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+        if self.device == "cpu":
+            return out
+        return {k: v if k.endswith(":seq_len") else v.to(self.device, non_blocking=True) for k, v in out.items()}
+
+    def _autocast(self):
+        return torch.autocast(torch.device(self.device).type, self._amp_dtype, enabled=self._amp_dtype is not None)
 
     def _outputs(self, outputs: dict[str, Any]) -> dict[str, np.ndarray]:
         return {k: self.to_numpy(v) for k, v in outputs.items()}
@@ -153,13 +165,18 @@ class TorchTrainer(Trainer):
                    options: StepOptions, compiled: bool) -> StepResult:  # fmt: skip
         for p in params:
             p.grad = None
-        total, outputs = fn(self._inputs(inputs))
+        with self._autocast():
+            total, outputs = fn(self._inputs(inputs))
         if not isinstance(total, torch.Tensor) or not total.requires_grad:
             raise ValueError("the total loss does not depend on any trainable parameter")
-        total.backward()
+        (total if self._scaler is None else self._scaler.scale(total)).backward()
+        if self._scaler is not None:
+            self._scaler.unscale_(optimizer)
         grads = self._reduce_grads(params)
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-        finite = torch.isfinite(total.detach()) & torch.isfinite(norm)
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=total.device)
+        finite = torch.isfinite(total.detach())
+        if self._scaler is None:  # with a scaler, a non-finite gradient only makes the scaler skip the step
+            finite = finite & torch.isfinite(norm)
         if self.distributed:  # every worker takes the same decision: update only if all are finite
             flag = finite.to(torch.float32).reshape(1)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
@@ -170,11 +187,15 @@ class TorchTrainer(Trainer):
                 torch.nn.utils.clip_grad_value_(params, options.clip_value)
             if options.clip_global_norm:
                 torch.nn.utils.clip_grad_norm_(params, options.clip_global_norm)
-            optimizer.step()
+            if self._scaler is None:
+                optimizer.step()
+            else:
+                self._scaler.step(optimizer)
+                self._scaler.update()
         return StepResult(self._outputs(outputs), finite, float(norm))
 
     def eval_step(self, fn: Callable, inputs: dict[str, np.ndarray], compiled: bool) -> StepResult:
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             total, outputs = fn(self._inputs(inputs))
         finite = bool(np.isfinite(self.to_numpy(total)).all())
         return StepResult(self._outputs(outputs), finite)
@@ -207,17 +228,22 @@ class TorchTrainer(Trainer):
     def all_reduce_sum(self, raw: Any) -> Any:
         if not self.distributed:
             return raw
-        out = raw.detach().clone() if isinstance(raw, torch.Tensor) else torch.tensor(raw)
+        out = raw.detach().clone() if isinstance(raw, torch.Tensor) else torch.tensor(raw, device=self.device)
+        out = out.to(self.device)  # NCCL reduces CUDA tensors only
         torch.distributed.all_reduce(out)
         return out
 
     def init_distributed(self) -> tuple[int, int]:
         """Join the workers that ``torchrun`` started (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``PORT`` from the
-        environment) in a gloo process group, unless the caller initialised one already."""
+        environment), unless the caller initialised a process group already: on CUDA with NCCL, each worker on the
+        GPU ``LOCAL_RANK`` (the device becomes ``cuda:LOCAL_RANK``), on the CPU with gloo."""
         import torch.distributed as dist
 
+        if self.device != "cpu":
+            self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(self.device)
         if not dist.is_initialized():
-            dist.init_process_group("gloo")
+            dist.init_process_group("nccl" if self.device != "cpu" else "gloo")
         self.distributed = True
         return dist.get_rank(), dist.get_world_size()
 

@@ -77,6 +77,9 @@ KNOWN_NAMES: dict[str, Any] = {
     "seed": 0,
     "random_seed": None,
     "torch_distributed": None,
+    # devices and precision (RETURNN's names)
+    "device": None,
+    "torch_amp": None,
 }
 
 #: RETURNN names that change nothing here; accepted without a warning (documented in the README).
@@ -90,7 +93,6 @@ IGNORED_NAMES: tuple[str, ...] = (
     "torch_log_memory_usage",
     "tf_log_dir",
     "tf_session_opts",
-    "device",
     "multiprocessing",
     "use_tensorboard",
     "tensorboard_opts",
@@ -118,7 +120,6 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "import_model_train_epoch1": ((None,), "importing a model is not supported; use --init-model"),
     "preload_from_files": ((None, {}), "preload_from_files is not supported; use --init-model"),
     "load": ((None,), "load is not supported; use --init-model"),
-    "torch_amp": ((None,), "mixed precision training (torch_amp) is not supported by the engine"),
     "grad_noise": ((None, 0, 0.0), "gradient noise is not supported"),
     "gradient_noise": ((None, 0, 0.0), "gradient noise is not supported"),
     "gradient_nan_inf_filter": ((None, False), "use stop_on_nonfinite_train_score = False to skip such batches"),

@@ -70,6 +70,8 @@ class Engine:
         """Train the remaining epochs (resuming after the last complete checkpoint); :return: ``metrics.json``"""
         start = self.state.resume()
         self.step = self.state.step
+        if start <= self.s.num_epochs:
+            self.log(f"training on {self.s.backend}, device {self.s.device}")
         for epoch in range(start, self.s.num_epochs + 1):
             self.epoch = epoch
             self._epoch(epoch)

@@ -34,8 +34,8 @@ class RunState:
 
     def __init__(self, setup: Setup, out_dir: str, extra: dict, log: Callable[[str], None]):
         self.s, self.out_dir, self.log = setup, out_dir, log
-        self.metrics: dict[str, Any] = {"backend": setup.backend, "config": setup.config.filename, **extra,
-                                        "history": []}  # fmt: skip
+        self.metrics: dict[str, Any] = {"backend": setup.backend, "device": setup.device,
+                                        "config": setup.config.filename, **extra, "history": []}  # fmt: skip
         self.step = 0
         self.first_score: tuple[str, float] | None = None
         self.steps_estimate: int | None = None
@@ -78,7 +78,8 @@ class RunState:
                 f"{exc}; set another 'model' prefix (or delete the checkpoints) to start over"
             ) from None
         self.s.lr_control.load_state(meta["lr_control"])
-        self.metrics = {**meta["metrics"], "backend": self.s.backend, "config": self.s.config.filename}
+        self.metrics = {**meta["metrics"], "backend": self.s.backend, "device": self.s.device,
+                        "config": self.s.config.filename}
         self.step = int(meta["step"])
         self.first_score = tuple(meta["first_score"]) if meta.get("first_score") else None
         self.steps_estimate = meta.get("steps_estimate")

@@ -33,6 +33,7 @@ class Setup:
 
     config: Config
     backend: str
+    device: str
     trainer: Trainer
     dist: Distributed
     extern: ExternData
@@ -70,6 +71,27 @@ def seed_everything(seed: int, trainer: Trainer) -> None:
     trainer.seed(seed)
 
 
+def _place(config: Config, trainer: Trainer) -> str:
+    """Resolve RETURNN's ``device`` (and ``torch_amp``, the trainer's mixed-precision key) for ``trainer``;
+    :return: the device"""
+    try:
+        trainer.set_device(trainer.resolve_device(config.get("device")))
+    except ValueError as exc:
+        raise config.error(f"device: {exc}", "device") from None
+    for key in ("torch_amp",):
+        value = config.get(key)
+        if value is None:
+            continue
+        if key != trainer.mixed_precision_key:
+            raise config.error(f"{key} is not supported by the backend {trainer.name!r}", key)
+        dtype = value.get("dtype") if isinstance(value, dict) and set(value) <= {"dtype"} else value
+        try:
+            trainer.set_mixed_precision(dtype)
+        except ValueError as exc:
+            raise config.error(f"{key}: {exc} (or a dict {{'dtype': ...}})", key) from None
+    return trainer.device
+
+
 def _task(config: Config, extern: ExternData, trainer: Trainer) -> Task:
     if config.get("network") is not None:
         from returnn_ls.training.network_task import network_task
@@ -88,7 +110,8 @@ def build_setup(config: Config, backend: str, *, out_dir: str, epochs: int | Non
     """
     rf.select_backend(backend)
     trainer = get_trainer(backend)
-    dist = setup_distributed(config, trainer)
+    _place(config, trainer)
+    dist = setup_distributed(config, trainer)  # may set the worker's own GPU
     seed = config.get("random_seed") if config.get("random_seed") is not None else config.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise config.error(f"seed must be an int >= 0, got {seed!r}", "seed")
@@ -99,7 +122,8 @@ def build_setup(config: Config, backend: str, *, out_dir: str, epochs: int | Non
     dev_data = make_dataset(config, "dev", spec) if config.get("dev") is not None else None
     extern = ExternData(spec, config, data_keys=train_data.keys)
     seed_everything(seed, trainer)
-    task = _task(config, extern, trainer)
+    with trainer.device_scope():
+        task = _task(config, extern, trainer)
     params = task.trainable()
     if not params:
         raise config.error(
@@ -117,7 +141,7 @@ def build_setup(config: Config, backend: str, *, out_dir: str, epochs: int | Non
     if not isinstance(model, str):
         raise config.error(f"model must be a path prefix (str), got {model!r}", "model")
     return Setup(
-        config, backend, trainer, dist, extern, train_data, dev_data, task, params, optimizer,
+        config, backend, trainer.device, trainer, dist, extern, train_data, dev_data, task, params, optimizer,
         lr_control_from_config(config), clip, batch_options(config), num_epochs, seed, model,
         _check(config, "save_interval", int), config.get("learning_rate_file"),
         bool(config.get("stop_on_nonfinite_train_score")),
