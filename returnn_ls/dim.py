@@ -56,7 +56,7 @@ class Dim:
 
     def is_padded(self) -> bool:
         """:return: whether the size varies along other dims (sizes over e.g. ``[batch]``), so padding exists"""
-        return self.dimension is None and self.dyn_size_ext is not None and bool(self.dyn_size_ext.dims)
+        return self.dimension is None and self.dyn_size_ext is not None and len(self.dyn_size_ext.dims) > 0
 
     def get_mask(self) -> Tensor:
         """:return: bool Tensor over ``dyn_size_ext.dims + [self]``, True inside each sequence.
