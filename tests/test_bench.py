@@ -1,27 +1,47 @@
 """The benchmark runs end to end on tiny sizes in every mode and writes a well-formed table, JSON and plot (not a
-timed test); bad arguments are usage errors; a failing case makes the command fail."""
+timed test); bad arguments are usage errors; a failing case makes the command fail. The backends' kits
+(``frontend_backends.bench_base.BenchKit``) keep the modes, skips and layouts of the results committed so far, and
+their reference losses agree with ours on the same inputs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
+import numpy as np
 import pytest
 
+import frontend_backends
+from frontend_backends.bench_base import BenchKit
 from returnn_ls import bench
-from returnn_ls.bench import runner
-from returnn_ls.bench.report import LINESTYLES, line_styles
+from returnn_ls.bench import cases, runner
+from returnn_ls.bench.report import LINESTYLES, backend_mode_pairs, line_styles, pair_linestyles
 
 #: Each case runs in a subprocess of its own (a few seconds of framework import each), so the tests run a few.
 CASES = ["framework_ls", "ours_fused", "ours_linear_fused"]
 TINY = ["--frames", "8", "--vocab", "20", "--hidden", "4", "--repeats", "1"]
+#: The (backend, mode) pairs and line styles of the results and plots committed so far: they must not change.
+BUILT_IN_STYLES = {
+    ("torch", "eager"): "-",
+    ("torch", "compiled"): "--",
+    ("tensorflow", "eager"): ":",
+    ("tensorflow", "function"): "-.",
+    ("tensorflow", "xla"): (0, (5, 1, 1, 1, 1, 1)),
+}
 
 
 def _backends() -> list[str]:
-    backends = [b for b in ("torch", "tensorflow") if importlib.util.find_spec(b) is not None]
+    backends = frontend_backends.available_backends()
     if not backends:
         pytest.skip("no framework installed")
     return backends
+
+
+@pytest.fixture
+def nobench():
+    """A registered backend whose package (``json``) has no ``Bench``; unregistered after the test."""
+    frontend_backends.register_backend("nobench", frontend_backends.BackendInfo("json", "json", type_modules=()))
+    yield "nobench"
+    frontend_backends.unregister_backend("nobench")
 
 
 def test_bench_writes_table_json_and_plot(tmp_path, capsys):
@@ -46,7 +66,7 @@ def test_bench_writes_table_json_and_plot(tmp_path, capsys):
             by_case[(b, "ours_fused")]["time_s"] / by_case[(b, "framework_ls")]["time_s"]
         )
     table = capsys.readouterr().out
-    assert table.count("\n| torch | eager |") + table.count("\n| tensorflow | eager |") == len(rows)
+    assert sum(table.count(f"\n| {b} | eager |") for b in backends) == len(rows)
 
 
 def test_compiled_mode_runs_torch_compile_tf_function_and_xla(tmp_path):
@@ -54,7 +74,7 @@ def test_compiled_mode_runs_torch_compile_tf_function_and_xla(tmp_path):
     argv = TINY + ["--mode", "compiled", "--no-plot", "--out", str(tmp_path / "b"), "--cases", "ours_fused"]
     assert bench.main(argv + ["--backends", *backends]) == 0
     rows = json.loads((tmp_path / "b.json").read_text())["results"]
-    expected = {"torch": ["compiled"], "tensorflow": ["function", "xla"]}
+    expected = {"torch": ("compiled",), "tensorflow": ("function", "xla")}
     assert [(r["backend"], r["mode"]) for r in rows] == [(b, m) for b in backends for m in expected[b]]
     assert all(r["time_s"] > 0 and "failed" not in r for r in rows), rows
 
@@ -131,12 +151,104 @@ def test_an_unfused_case_over_the_memory_limit_is_an_expected_skip_with_its_esti
 
 
 def test_plot_gives_each_case_one_colour_on_every_backend_and_mode():
-    rows = [{"backend": b, "mode": m, "case": c} for (b, m) in LINESTYLES for c in ("plain_ce", "ours_fused")]
+    pairs = list(BUILT_IN_STYLES)
+    rows = [{"backend": b, "mode": m, "case": c} for (b, m) in pairs for c in ("plain_ce", "ours_fused")]
     styles = line_styles(rows)
     for case in ("plain_ce", "ours_fused"):
-        assert len({styles[(b, m, case)]["color"] for (b, m) in LINESTYLES}) == 1
+        assert len({styles[(b, m, case)]["color"] for (b, m) in pairs}) == 1
     assert styles[("torch", "eager", "plain_ce")]["color"] != styles[("torch", "eager", "ours_fused")]["color"]
-    assert len({str(styles[(b, m, "plain_ce")]["linestyle"]) for (b, m) in LINESTYLES}) == len(LINESTYLES)
+    assert {(b, m): styles[(b, m, "plain_ce")]["linestyle"] for (b, m) in pairs} == BUILT_IN_STYLES
+
+
+def test_line_styles_go_by_registry_and_mode_order_and_keep_the_committed_ones():
+    assert pair_linestyles(list(BUILT_IN_STYLES)) == BUILT_IN_STYLES
+    more = pair_linestyles(list(BUILT_IN_STYLES) + [("newfw", "eager"), ("newfw", "jit")])
+    assert more[("newfw", "eager")] == LINESTYLES[5] and more[("newfw", "jit")] == LINESTYLES[6]
+    assert len({str(v) for v in more.values()}) == len(more)  # all distinct
+    cycled = pair_linestyles([("b", str(i)) for i in range(len(LINESTYLES) + 1)])
+    assert cycled[("b", str(len(LINESTYLES)))] == LINESTYLES[0]
+
+
+def test_a_pair_keeps_its_line_style_whichever_pairs_ran():
+    if not {"torch", "tensorflow"} <= set(frontend_backends.available_backends()):
+        pytest.skip("needs both frameworks (their kits give the modes that come first)")
+    for (b, m), style in BUILT_IN_STYLES.items():
+        assert line_styles([{"backend": b, "mode": m, "case": "plain_ce"}])[(b, m, "plain_ce")]["linestyle"] == style
+    assert backend_mode_pairs([{"backend": "tensorflow", "mode": "xla"}]) == list(BUILT_IN_STYLES)
+
+
+def test_a_backend_without_a_kit_gets_the_next_styles_for_the_modes_of_its_rows(nobench):
+    if not {"torch", "tensorflow"} <= set(frontend_backends.available_backends()):
+        pytest.skip("needs both frameworks (their kits give the modes that come first)")
+    rows = [{"backend": nobench, "mode": "fast"}, {"backend": "torch", "mode": "eager"}]
+    assert backend_mode_pairs(rows) == list(BUILT_IN_STYLES) + [(nobench, "fast")]
+    assert pair_linestyles(backend_mode_pairs(rows))[(nobench, "fast")] == LINESTYLES[len(BUILT_IN_STYLES)]
+
+
+#: Each built-in kit's modes, whether its allocator keeps buffers, and its weight layout (``[H, K]``), as the
+#: results committed so far were measured.
+KITS = {
+    "torch": ({"eager": ("eager",), "compiled": ("compiled",)}, False, False),
+    "tensorflow": ({"eager": ("eager",), "compiled": ("function", "xla")}, True, True),
+}
+
+
+def test_the_built_in_kits_keep_the_modes_and_layouts_of_the_committed_results(backend):
+    kit = frontend_backends.bench_kit(backend.name)
+    assert isinstance(kit, BenchKit)
+    assert (kit.modes, kit.keeps_buffers, kit.weight_hidden_first) == KITS[backend.name]
+    assert kit.execution_modes("all") == kit.modes["eager"] + kit.modes["compiled"]
+    assert cases.framework_modes(backend.name, "compiled") == KITS[backend.name][0]["compiled"]
+
+
+def test_returnn_path_is_an_expected_skip_on_tensorflow_and_without_returnn():
+    import importlib.util
+
+    reasons = {
+        "torch": None if importlib.util.find_spec("returnn") else "RETURNN is not installed",
+        "tensorflow": "RETURNN's TF backend builds graph-mode layers; timed on torch only",
+    }
+    for b in _backends():
+        assert cases.expected_skip(b, "returnn_path", (8, 20, 4), 12.0) == reasons[b]
+        assert all(cases.expected_skip(b, c, (8, 20, 4), 12.0) is None for c in cases.OURS_CASES)
+
+
+@pytest.mark.parametrize(
+    "reference, ours",
+    [("plain_ce", "ours_path_no_smoothing"), ("plain_ce", "ours_path"),  # the smoothing of the path is in its gradient
+     ("framework_ls", "ours_fused"), ("linear_framework_ls", "ours_linear_fused")],
+)  # fmt: skip
+def test_the_kits_references_agree_with_ours_on_the_same_inputs(backend, reference, ours):
+    kit = frontend_backends.bench_kit(backend.name)
+    frames, vocab, hidden = 6, 9, 4
+    y = kit.targets(np.random.default_rng(0).integers(0, vocab, frames))
+
+    def loss(case: str) -> np.ndarray:
+        rng = np.random.default_rng(1)
+        if case in cases.LINEAR_CASES:  # the weight in the kit's layout, read so by ours
+            params, fn = cases._linear_case(kit, case, y, (frames, hidden, vocab), 0.1, rng)
+        else:
+            params, fn = cases._logit_case(kit, case, y, frames, vocab, 0.1, rng)
+        return backend.numpy(fn(*params))
+
+    expected = loss(reference)
+    assert expected.shape == (frames,)
+    np.testing.assert_allclose(loss(ours), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("entry", ["bench", "returnn-ls"])
+def test_a_backend_without_bench_is_a_usage_error_naming_it(tmp_path, capsys, monkeypatch, nobench, entry):
+    from returnn_ls.cli import main
+
+    monkeypatch.setattr(runner, "_run_case", lambda spec: pytest.fail(f"ran {spec} despite the usage error"))
+    argv = ["--backends", *_backends()[:1], nobench, "--mode", "eager", "--cases", "plain_ce", "--no-plot"]
+    argv += ["--out", str(tmp_path / "b")]
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv) if entry == "bench" else main(["bench"] + argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "returnn-ls bench: error: argument --backends: backend 'nobench' has no benchmark cases (json.Bench)" in err
+    assert not (tmp_path / "b.json").exists()
 
 
 def test_format_table_marks_skipped_cases():

@@ -1,18 +1,29 @@
-"""The cases of ``returnn-ls bench``: their names, descriptions, modes, references, and our side of each loss.
+"""The cases of ``returnn-ls bench``: their names, descriptions, modes, references, our side of each loss, and
+:func:`make_step`, which builds one case on any backend.
 
-The per-framework functions (``torch_cases.make_torch``, ``tensorflow_cases.make_tensorflow``) build the inputs
-(they count towards the memory baseline) and return a zero-argument function that runs the forward and backward
-pass once, in one of the framework's execution modes. Frameworks are imported only inside the worker subprocess
-(see :mod:`returnn_ls.bench`).
+The framework's side (execution modes, raw inputs, the framework's own reference losses, the timed step) is the
+backend's :class:`frontend_backends.bench_base.BenchKit` (its package's ``Bench``, from
+:func:`frontend_backends.bench_kit`); our losses call ``returnn_ls`` on raw tensors and are the same on every
+backend. :func:`make_step` builds the inputs (they count towards the memory baseline) and returns a zero-argument
+function that runs the forward and backward pass once, in one of the framework's execution modes. Frameworks are
+imported only inside the worker subprocess, and in the parent when it asks a kit for its modes and skips (see
+:mod:`returnn_ls.bench`).
 """
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+import frontend_backends
 import returnn_ls as rf
+from frontend_backends.bench_base import BenchKit, Step
+
+__all__ = [
+    "DESCRIPTIONS", "LINEAR_CASES", "LOGIT_CASES", "MODE_CHOICES", "OURS_CASES", "REFERENCE", "Step",
+    "estimated_peak_mb", "expected_skip", "framework_modes", "make_step", "ours_linear_loss", "ours_loss",
+]  # fmt: skip
 
 #: Cases on the logits ``[frames, vocab]`` and, with ``--hidden``, on the projection ``hidden @ W + b``.
 LOGIT_CASES = ("plain_ce", "framework_ls", "returnn_path", "ours_path_no_smoothing", "ours_path", "ours_fused")
@@ -28,6 +39,9 @@ DESCRIPTIONS = {
     "linear_framework_ls": "hidden @ W + b, then the framework's own label smoothing",
     "ours_linear_fused": "ours: linear_label_smoothed_cross_entropy(convention='uniform'), chunked",
 }
+#: The cases of our losses (:func:`ours_loss`, :func:`ours_linear_loss`); the others are the frameworks' own,
+#: built by the backend's kit (``BenchKit.reference_loss``).
+OURS_CASES = ("ours_path_no_smoothing", "ours_path", "ours_fused", "ours_linear_fused")
 #: The case each case's ratios are taken against (same backend, mode and sizes); the goals are stated so.
 REFERENCE = {
     "framework_ls": "plain_ce",
@@ -38,25 +52,19 @@ REFERENCE = {
     "ours_linear_fused": "linear_framework_ls",
 }
 
-#: ``--mode`` -> the execution modes of each framework: ``torch.compile`` (inductor) on torch, ``tf.function``
-#: and ``tf.function(jit_compile=True)`` (XLA) on TensorFlow.
-FRAMEWORK_MODES = {
-    "torch": {"eager": ("eager",), "compiled": ("compiled",)},
-    "tensorflow": {"eager": ("eager",), "compiled": ("function", "xla")},
-}
+#: ``--mode``: ``eager`` or ``compiled`` (the keys of ``BenchKit.modes``: the framework's execution modes under
+#: each, e.g. ``torch.compile`` or ``tf.function`` and XLA), or ``all`` (both).
 MODE_CHOICES = ("eager", "compiled", "all")
 
 #: Buffers of ``frames x vocab`` floats that the unfused projection case holds at its peak (logits or their
 #: log-softmax, the gradient of the log-softmax and the gradient of the logits), a lower bound.
 UNFUSED_LINEAR_BUFFERS = 3
 
-Step = Callable[[], Any]
-
 
 def framework_modes(backend: str, mode: str) -> tuple[str, ...]:
-    """:return: the execution modes of ``backend`` for ``--mode`` ``mode`` (``eager``, ``compiled`` or ``all``)"""
-    modes = FRAMEWORK_MODES[backend]
-    return modes["eager"] + modes["compiled"] if mode == "all" else modes[mode]
+    """:return: the execution modes of ``backend`` for ``--mode`` ``mode`` (``eager``, ``compiled`` or ``all``),
+    from its kit (importing its framework)"""
+    return frontend_backends.bench_kit(backend).execution_modes(mode)
 
 
 def estimated_peak_mb(case: str, frames: int, vocab: int, hidden: int) -> float | None:
@@ -69,10 +77,9 @@ def estimated_peak_mb(case: str, frames: int, vocab: int, hidden: int) -> float 
 
 def expected_skip(backend: str, case: str, sizes: tuple[int, int, int], max_memory_gb: float) -> str | None:
     """:return: why ``case`` is not run on ``backend`` (an expected skip, not a failure), or None to run it"""
-    if case == "returnn_path" and backend != "torch":
-        return "RETURNN's TF backend builds graph-mode layers; timed on torch only"
-    if case == "returnn_path" and importlib.util.find_spec("returnn") is None:
-        return "RETURNN is not installed"
+    reason = frontend_backends.bench_kit(backend).unavailable(case)
+    if reason is not None:
+        return reason
     estimate = estimated_peak_mb(case, *sizes)
     if estimate is not None and estimate > max_memory_gb * 1024:
         return (f"not run: needs >= {estimate / 1024:.1f} GB ({UNFUSED_LINEAR_BUFFERS} x frames x vocab floats + "
@@ -114,3 +121,68 @@ def ours_linear_loss(
         smoothing=a,
         convention="uniform",
     )
+
+
+def _logit_case(kit: BenchKit, case: str, y: Any, frames: int, vocab: int, a: float, rng: np.random.Generator):
+    """:return: (the parameters: the logits ``[F, K]``; the loss function of ``case`` of them)"""
+    params = kit.params([rng.standard_normal((frames, vocab), dtype=np.float32)])
+    if case in OURS_CASES:
+        return params, lambda x: ours_loss(case, x, y, frames, vocab, a).raw_tensor
+    return params, kit.reference_loss(case, y, frames, vocab, a)
+
+
+def _linear_case(kit: BenchKit, case: str, y: Any, sizes: tuple[int, int, int], a: float, rng: np.random.Generator):
+    """:return: (the parameters: hidden ``[F, H]``, weight ``[K, H]`` or ``[H, K]`` (as the kit lays it out),
+    bias ``[K]``; the loss function of ``case`` of them)"""
+    frames, hidden, vocab = sizes
+    hidden_first = kit.weight_hidden_first
+    weight = (hidden, vocab) if hidden_first else (vocab, hidden)
+    params = kit.params([rng.standard_normal(s, dtype=np.float32) * 0.1 for s in ((frames, hidden), weight, (vocab,))])
+    if case in OURS_CASES:
+        return params, lambda h, w, b: ours_linear_loss(h, w, b, y, sizes, a, hidden_first=hidden_first).raw_tensor
+    return params, kit.reference_loss(case, y, frames, vocab, a)
+
+
+def make_step(
+    backend: str, case: str, frames: int, vocab: int, hidden: int, a: float, rng: np.random.Generator,
+    mode: str = "eager",
+) -> Step:  # fmt: skip
+    """Build the inputs of ``case`` on ``backend`` and :return: a function running its fwd+bwd step once in
+    ``mode`` (see ``BenchKit.step``; on torch it has a ``release()`` that frees the gradients).
+
+    The inputs are drawn from ``rng`` in the same order on every backend: the targets, then the logits (or hidden,
+    weight and bias of the linear cases).
+
+    :param backend: a registered backend with a ``Bench``
+    :param case: one of :data:`LOGIT_CASES` or :data:`LINEAR_CASES`
+    :param frames: rows of the logits (or of ``hidden``)
+    :param vocab: number of labels ``K``
+    :param hidden: hidden size ``H`` of the linear cases (unused by the others)
+    :param a: label smoothing
+    :param rng: draws the inputs
+    :param mode: one of the backend's execution modes (``BenchKit.modes``)
+    :raise ValueError: for an unknown case or mode, or a backend without a ``Bench``
+    :raise RuntimeError: for a case that does not exist on ``backend`` (``BenchKit.unavailable``)
+
+    Example::
+
+        step = make_step("tensorflow", "ours_fused", 4096, 10000, 0, 0.1, np.random.default_rng(0), mode="xla")
+        step()  # traces and compiles
+        step()  # one compiled fwd+bwd step
+    """
+    kit = frontend_backends.bench_kit(backend)
+    if case not in LOGIT_CASES + LINEAR_CASES:
+        raise ValueError(f"bench: unknown case {case!r}; choose from {list(LOGIT_CASES + LINEAR_CASES)}")
+    modes = kit.execution_modes("all")
+    if mode not in modes:
+        raise ValueError(f"bench: mode must be one of {list(modes)} on {backend!r}, got {mode!r}")
+    reason = kit.unavailable(case)
+    if reason is not None:
+        raise RuntimeError(reason)
+    rf.select_backend(backend)
+    y = kit.targets(rng.integers(0, vocab, frames))
+    if case in LINEAR_CASES:
+        params, loss_fn = _linear_case(kit, case, y, (frames, hidden, vocab), a, rng)
+    else:
+        params, loss_fn = _logit_case(kit, case, y, frames, vocab, a, rng)
+    return kit.step(loss_fn, params, mode)

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from typing import Any
 
+import frontend_backends
 from returnn_ls.bench.cases import LINEAR_CASES, LOGIT_CASES, REFERENCE
 
-__all__ = ["add_ratios", "format_table", "line_styles", "plot"]
+__all__ = ["LINESTYLES", "add_ratios", "backend_mode_pairs", "format_table", "line_styles", "pair_linestyles", "plot"]
 
-#: Line style of each (backend, mode) in the plot; the colour is the case's.
-LINESTYLES = {
-    ("torch", "eager"): "-",
-    ("torch", "compiled"): "--",
-    ("tensorflow", "eager"): ":",
-    ("tensorflow", "function"): "-.",
-    ("tensorflow", "xla"): (0, (5, 1, 1, 1, 1, 1)),
-}
+#: The line styles of the (backend, mode) pairs in the plot, given out in the order of
+#: :func:`backend_mode_pairs` (and again from the start past the end); the colour is the case's.
+LINESTYLES: tuple[Any, ...] = (
+    "-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (5, 5)),
+    (0, (3, 5, 1, 5)), (0, (5, 1)),
+)  # fmt: skip
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -80,16 +80,50 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pair_linestyles(pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """:param pairs: (backend, mode) pairs in plotting order (see :func:`backend_mode_pairs`)
+    :return: the line style of each pair: :data:`LINESTYLES` in that order
+    """
+    return {pair: LINESTYLES[i % len(LINESTYLES)] for i, pair in enumerate(dict.fromkeys(pairs))}
+
+
+def _kit_modes(backend: str) -> tuple[str, ...]:
+    """:return: all execution modes of ``backend`` from its kit (importing its framework), or none if it has no kit
+    here (its framework is not installed, or it has no ``Bench``)"""
+    try:
+        return frontend_backends.bench_kit(backend).execution_modes("all")
+    except ValueError:
+        return ()
+
+
+def backend_mode_pairs(rows: list[dict]) -> list[tuple[str, str]]:
+    """:return: the (backend, mode) pairs that the line styles are given to: the backends in registry order
+    (:func:`frontend_backends.backend_names`, then unregistered ones of ``rows``) up to the last one in ``rows``,
+    each with all its modes in its kit's order (then any others of ``rows``), so that a pair keeps its style
+    whichever backends and modes ran. A backend without a kit here adds only the modes of its rows."""
+    present = list(dict.fromkeys(r["backend"] for r in rows))
+    names = list(frontend_backends.backend_names())
+    names += [b for b in present if b not in names]
+    last = max((names.index(b) for b in present), default=-1)
+    pairs = []
+    for backend in names[: last + 1]:
+        seen = tuple(r["mode"] for r in rows if r["backend"] == backend)
+        pairs += [(backend, m) for m in dict.fromkeys(_kit_modes(backend) + seen)]
+    return pairs
+
+
 def line_styles(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
     """:return: the matplotlib style of each (backend, mode, case) among ``rows``: the colour is the case's (the
-    same on every backend and mode), the line style the backend's and mode's (:data:`LINESTYLES`)"""
+    same on every backend and mode), the line style the backend's and mode's (:func:`pair_linestyles` of
+    :func:`backend_mode_pairs`; this asks the backends' kits for their modes, importing their frameworks)"""
     import matplotlib
 
     ordered = [c for c in LOGIT_CASES + LINEAR_CASES if any(r["case"] == c for r in rows)]
     palette = matplotlib.colormaps["tab10"]
+    linestyles = pair_linestyles(backend_mode_pairs(rows))
     return {
         (r["backend"], r["mode"], r["case"]): dict(color=palette(ordered.index(r["case"]) % 10), marker="o",
-                                                   linestyle=LINESTYLES.get((r["backend"], r["mode"]), "-"))
+                                                   linestyle=linestyles[(r["backend"], r["mode"])])
         for r in rows
     }  # fmt: skip
 

@@ -5,15 +5,17 @@ run one warm-up fwd+bwd step (which also traces and compiles in the compiled mod
 The peak memory is the peak resident set size above a baseline (reset through ``/proc/self/clear_refs``): on torch
 the baseline is taken after the warm-up, so the one-time memory of lazy imports and compilation does not count;
 TensorFlow's allocator keeps the buffers of one step for the next (after a warm-up its steps would look free), so
-there the baseline is taken before the warm-up and the peak covers all steps (tracing and XLA compilation included).
+there the baseline is taken before the warm-up and the peak covers all steps (tracing and XLA compilation included;
+the backend's kit says which applies: ``BenchKit.keeps_buffers``, see :mod:`frontend_backends.bench_base`).
 Reported are the median time and the peak RSS above the baseline. ``--mode`` picks the execution modes:
 ``eager``, ``compiled`` (``torch.compile`` with inductor; ``tf.function`` and ``tf.function(jit_compile=True)``)
-or ``all`` (the default). With ``--rounds N`` the subprocesses run N times, the cases alternating, and the medians
-are over all rounds. Ratios are against the reference case of the same backend and mode
-(:data:`returnn_ls.bench.cases.REFERENCE`); with several rounds, the time ratio is the median of the per-round
-ratios, which cancels load that changes between rounds. A case that fails makes the command exit with 1 (after
-the table); expected skips (a combination that does not exist, an unfused case that would need more than
-``--max-memory-gb``) do not. Run ``python -m returnn_ls.bench --help``.
+or ``all`` (the default); each backend's kit maps them onto its execution modes (``BenchKit.modes``). With
+``--rounds N`` the subprocesses run N times, the cases alternating, and the medians are over all rounds. Ratios
+are against the reference case of the same backend and mode (:data:`returnn_ls.bench.cases.REFERENCE`); with
+several rounds, the time ratio is the median of the per-round ratios, which cancels load that changes between
+rounds. A case that fails makes the command exit with 1 (after the table); expected skips (a combination that does
+not exist, an unfused case that would need more than ``--max-memory-gb``) do not. A backend without benchmark
+cases (no ``Bench``) is a usage error (exit 2). Run ``python -m returnn_ls.bench --help``.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ from returnn_ls.bench.report import add_ratios, format_table, plot
 __all__ = ["add_bench_parser", "main", "run_bench"]
 
 DEFAULT_VOCAB = (1000, 3000, 10000, 30000, 100000)
-#: Backends whose allocator keeps a step's buffers for the next: their peak is measured from before the warm-up.
-KEEPS_BUFFERS = ("tensorflow",)
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -106,18 +106,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(bench_parser=parser)
 
 
-def _set_threads(backend: str, threads: int) -> None:
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-    else:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
 def _rss_kb(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -140,14 +128,11 @@ def _worker(spec: dict) -> dict:
     """Run one case in this process; :return: its times and peak memory"""
     import numpy as np
 
-    _set_threads(spec["backend"], spec["threads"])
-    if spec["backend"] == "torch":
-        from returnn_ls.bench.torch_cases import make_torch as make
-    else:
-        from returnn_ls.bench.tensorflow_cases import make_tensorflow as make
-    args = (spec["case"], spec["frames"], spec["vocab"], spec["hidden"], spec["smoothing"])
-    step = make(*args, np.random.default_rng(0), mode=spec["mode"])
-    measure_first = spec["backend"] in KEEPS_BUFFERS
+    kit = frontend_backends.bench_kit(spec["backend"])
+    kit.set_threads(spec["threads"])
+    args = (spec["backend"], spec["case"], spec["frames"], spec["vocab"], spec["hidden"], spec["smoothing"])
+    step = cases.make_step(*args, np.random.default_rng(0), mode=spec["mode"])
+    measure_first = kit.keeps_buffers
     if measure_first:
         baseline = _start_peak()
     step()  # warm-up: traces and compiles in the compiled modes
@@ -195,7 +180,18 @@ def _selected_cases(args: argparse.Namespace) -> list[str]:
     return [c for c in known if c in args.cases]
 
 
+def _check_backends(args: argparse.Namespace) -> None:
+    """A usage error (exit 2) for a backend of ``--backends`` without benchmark cases (no ``Bench``) or whose
+    framework is not importable; this imports the frameworks, whose kits give the modes and expected skips"""
+    for backend in args.backends:
+        try:
+            frontend_backends.bench_kit(backend)
+        except ValueError as exc:
+            args.bench_parser.error(f"argument --backends: {str(exc).removeprefix('bench: ')}")
+
+
 def _specs(args: argparse.Namespace) -> list[dict]:
+    _check_backends(args)
     keys = ("frames", "hidden", "smoothing", "repeats", "threads")
     common = {k: getattr(args, k) for k in keys}
     return [
@@ -274,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     _selected_cases(args)  # usage errors exit with 2 before anything runs
+    _check_backends(args)
     try:
         run_bench(args)
     except SystemExit as exc:
