@@ -9,7 +9,7 @@ on to the end (features last, time before features) and passes sequence lengths 
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +17,7 @@ from typing import Any
 ACTIVATIONS = ("gelu", "silu", "elu", "selu", "softplus", "log_sigmoid", "leaky_relu")
 
 
-class LayerKernels:
+class LayerKernels(ABC):
     """The layer primitives; a mixin of :class:`frontend_backends.base.Backend`, whose primitives (``matmul``,
     ``reduce``, ``unary``, ``shape``) the default implementations use."""
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
-from returnn_ls.ops import align, cast, range_over_dim, valid_frames, where
+from returnn_ls.ops import align, cast, constant, range_over_dim, valid_frames, where
 from returnn_ls.tensor import Tensor
 
 __all__ = ["label_smoothed_cross_entropy"]
@@ -86,17 +86,23 @@ def _check_weight(weight: Tensor | None, axis: Dim, func: str) -> Tensor | None:
 
 
 def smoothing_coefficients(smoothing, convention, excluded, axis, weight, like, dtype):
-    """:return: (off, on, v): the backend's per-label coefficient Tensors over ``[axis]`` (``v`` may be None)"""
+    """:return: (off, on, v): the backend's per-label coefficient Tensors over ``[axis]`` (``v`` may be None), computed
+    in ``dtype`` (float64 coefficients for float64 logits are exact to float64 rounding)"""
+    labels = range_over_dim(axis, like=like)
+
+    def in_dtype(value: float | Tensor) -> Tensor:
+        return cast(value, dtype) if isinstance(value, Tensor) else constant(value, like=labels, dtype=dtype)
+
+    smoothing = in_dtype(smoothing) if isinstance(smoothing, Tensor) else smoothing
     num_included = axis.dimension - len(excluded)
     floor = smoothing / (num_included - 1 if convention == "returnn" else num_included)
     on_target = 1.0 - smoothing + (0.0 if convention == "returnn" else floor)
-    labels = range_over_dim(axis, like=like)
     included = labels >= 0
     for label in excluded:
         included = included & (labels != label)
-    off = cast(where(included, floor, 0.0), dtype)
-    on = cast(where(included, on_target - floor, 1.0), dtype)
-    v = cast(where(included, 1.0, 0.0), dtype) if excluded else None
+    off = where(included, in_dtype(floor), 0.0)
+    on = where(included, in_dtype(on_target - floor), 1.0)
+    v = where(included, in_dtype(1.0), 0.0) if excluded else None
     if weight is not None:
         weight = cast(weight, dtype)
         on = on * weight

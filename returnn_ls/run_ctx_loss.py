@@ -94,9 +94,10 @@ def as_tensor(value: Any, dims: Sequence[Dim] | None, where: str) -> Tensor:
 
     if isinstance(value, Tensor):
         return value
-    if backend_name_of(value) is None:
-        raise TypeError(f"{where}: expected a Tensor or a raw torch/tf tensor, got {type(value).__name__}")
-    backend = _backend.backend_for_raw(value)
+    backend = _backend.backend_for_raw(value) if backend_name_of(value) is not None else _backend.selected_backend()
+    if not backend.is_tensor(value):
+        raise TypeError(f"{where}: expected a Tensor or a raw tensor of the backend {backend.name!r}, got "
+                        f"{type(value).__name__}")  # fmt: skip
     if dims is None:
         dims = []
         for axis, size in enumerate(backend.shape(value)):

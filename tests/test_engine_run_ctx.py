@@ -37,7 +37,7 @@ def test_mark_as_loss_errors_name_the_problem(backend):
     loss.mark_as_loss("ce")
     with pytest.raises(ValueError, match="a loss named 'ce' was already marked"):
         loss.mark_as_loss("ce")
-    with pytest.raises(TypeError, match="expected a Tensor or a raw torch/tf tensor, got list"):
+    with pytest.raises(TypeError, match=f"expected a Tensor or a raw tensor of the backend '{backend.name}', got list"):
         ctx.mark_as_loss([1.0], "list")
     (loss * 2.0).mark_as_loss("scaled_out", scale=0.0)
     (loss * 3.0).mark_as_loss("err", as_error=True)

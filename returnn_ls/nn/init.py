@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-import frontend_backends
 from frontend_backends import Backend
 from returnn_ls.dim import Dim
 
@@ -23,8 +22,9 @@ __all__ = ["Glorot", "ParamInit", "VarianceScaling", "Zeros", "get_generator", "
 
 _seed = 0
 _rng = np.random.default_rng(_seed)
-#: backend name -> the framework generator of dropout masks (``torch.Generator``, ``tf.random.Generator``)
-_generators: dict[str, Any] = {}
+#: backend -> the framework generator of dropout masks (``torch.Generator``, ``tf.random.Generator``); keyed by the
+#: backend object, so that a backend unregistered since stays seedable and a new one of that name gets its own
+_generators: dict[Backend, Any] = {}
 
 
 def set_random_seed(seed: int) -> None:
@@ -44,16 +44,16 @@ def set_random_seed(seed: int) -> None:
         raise ValueError(f"set_random_seed: seed must be a non-negative int, got {seed!r}")
     _seed = int(seed)
     _rng = np.random.default_rng(_seed)
-    for name, generator in _generators.items():
-        frontend_backends.get_backend(name).seed_generator(generator, _seed)
+    for backend, generator in _generators.items():
+        backend.seed_generator(generator, _seed)
 
 
 def get_generator(backend: Backend) -> Any:
     """:return: the framework generator that dropout masks on ``backend`` are drawn from (seeded by
     :func:`set_random_seed`, created on first use)"""
-    if backend.name not in _generators:
-        _generators[backend.name] = backend.random_generator(_seed)
-    return _generators[backend.name]
+    if backend not in _generators:
+        _generators[backend] = backend.random_generator(_seed)
+    return _generators[backend]
 
 
 def get_rng() -> np.random.Generator:
