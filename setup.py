@@ -14,7 +14,7 @@ setup(
     extras_require={
         "torch": ["torch>=2.1"],
         "tensorflow": ["tensorflow>=2.16"],
-        "dev": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.6"],
+        "dev": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.6", "triton>=3.2"],
     },
     entry_points={"console_scripts": ["returnn-ls=returnn_ls.cli:main"]},
 )

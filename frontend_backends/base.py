@@ -132,6 +132,11 @@ class Backend(LayerKernels, ABC):
         """:return: the device of the raw tensor ``x`` as a string (``"cpu"``, ``"cuda:0"``); default ``"cpu"``"""
         return "cpu"
 
+    def move_parameter(self, param: Any, device: str) -> None:
+        """Move ``param`` (from :meth:`create_parameter`) to ``device`` in place, keeping the object. Default: a
+        ValueError (frameworks whose variables stay on the device they were created on)."""
+        raise ValueError(f"the {self.name} backend cannot move a parameter; create it on {device!r} instead")
+
     @abstractmethod
     def create_parameter(self, value: np.ndarray, trainable: bool) -> Any:
         """:return: the framework's own parameter (``torch.nn.Parameter``, ``tf.Variable``) holding a copy of

@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+if importlib.util.find_spec("triton") is not None:  # before any test module imports TensorFlow: see
+    import triton  # noqa: F401  - frontend_backends/tensorflow/__init__.py (TF first, then Triton, aborts)
+
 import frontend_backends
 import returnn_ls as rf
 from frontend_backends.train_base import get_trainer

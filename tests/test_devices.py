@@ -28,7 +28,7 @@ import pytest
 import returnn_ls as rf
 from returnn_ls import Dim
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch")  # the device checks are torch-specific; TF places ops itself
 
 B, T, K, H = 3, 5, 6, 4
 LENS = np.array([5, 3, 2])
@@ -200,3 +200,24 @@ def test_label_check_reads_the_host_once_and_can_be_switched_off(restore_backend
     assert torch.isnan(values[0, 1]) and torch.isfinite(values[0, 0]) and torch.isfinite(values[1:]).all()
     with pytest.raises(TypeError, match="set_label_checks: enabled must be True or False"):
         rf.set_label_checks("no")
+
+
+def test_module_to_device_keeps_the_parameter_objects(restore_backend):
+    """``to_device`` sets each parameter's data (as ``torch.nn.Module.to`` does), so the objects an optimizer holds
+    stay valid. Here CPU to CPU (the move to a GPU is in ``tests/gpu``); the values are unchanged."""
+    rf.select_backend("torch")
+    rf.set_random_seed(3)
+    model = rf.Linear(Dim(3, name="in"), Dim(2, name="out"))
+    before = {name: (p.raw_tensor, p.raw_tensor.detach().clone()) for name, p in model.named_parameters()}
+    assert model.to_device("cpu") is model
+    for name, p in model.named_parameters():
+        assert p.raw_tensor is before[name][0] and p.raw_tensor.device.type == "cpu"
+        assert torch.equal(p.raw_tensor.detach(), before[name][1])
+
+
+def test_tensorflow_variables_stay_where_they_were_created(restore_backend):
+    pytest.importorskip("tensorflow")
+    rf.select_backend("tensorflow")
+    model = rf.Linear(Dim(3, name="in"), Dim(2, name="out"))
+    with pytest.raises(ValueError, match=r"tf.Variable stays on the device it was created on .*tf.device"):
+        model.to_device("cuda")

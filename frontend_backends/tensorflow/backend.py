@@ -73,6 +73,10 @@ class TensorFlowBackend(Backend):
             out = tf.constant(np.asarray(value))
         return out if dtype is None else tf.cast(out, dtype)
 
+    def move_parameter(self, param: Any, device: str) -> None:
+        raise ValueError(f"a tf.Variable stays on the device it was created on ({param.device}): build the model "
+                         f"inside tf.device(...) for {device!r}")  # fmt: skip
+
     def create_parameter(self, value: np.ndarray, trainable: bool) -> Any:
         return tf.Variable(np.array(value), trainable=trainable)
 

@@ -114,6 +114,10 @@ class TorchBackend(Backend):
         value = torch.tensor(np.array(value), device=None)  # the default device: with torch.device(...) sets it
         return torch.nn.Parameter(value, requires_grad=trainable)
 
+    def move_parameter(self, param: Any, device: str) -> None:
+        with torch.no_grad():
+            param.data = param.data.to(device)
+
     def assign_parameter(self, param: Any, value: Any) -> None:
         with torch.no_grad():
             param.copy_(value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value)))

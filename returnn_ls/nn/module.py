@@ -68,6 +68,18 @@ class Module:
         """:return: the parameters, each once"""
         return (param for _, param in self.named_parameters(recurse=recurse))
 
+    def to_device(self, device: str) -> Module:
+        """Move every parameter to ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``) in place, keeping the parameter
+        objects (do it before an optimizer is built over them); :return: self.
+
+        Parameters are created on the framework's default device, so ``with torch.device("cuda"): model = Model()``
+        builds a model on the GPU directly. On TensorFlow a variable stays where it was created: build the model
+        inside ``with tf.device(...)``; this raises a ValueError there.
+        """
+        for param in self.parameters():
+            param.backend.move_parameter(param.raw_tensor, device)
+        return self
+
     def apply(self, fn: Callable[[Module], None]) -> Module:
         """Call ``fn`` on every module (children first); :return: self"""
         for child in self.children():
