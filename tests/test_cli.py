@@ -41,7 +41,8 @@ def tiny(tmp_path):
 def test_train_writes_metrics_model_and_plots(tiny, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["train", str(tiny), "--out", str(out), "--no-progress"]) == 0
-    line = capsys.readouterr().out.splitlines()[0]
+    first, line = capsys.readouterr().out.splitlines()[:2]
+    assert first == "training on torch, device cpu", first
     assert line.startswith("epoch 1 score: ") and " error: " in line and " dev: score " in line, line
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backend"] == "torch" and metrics["config"] == str(tiny) and metrics["error_rate"] == "label"
