@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import frontend_backends
 from frontend_backends.train_base import StepOptions, get_trainer
 from returnn_ls.training.config import ConfigError, load_config_text
 from returnn_ls.training.optimizer import optimizer_spec
@@ -43,18 +44,19 @@ def _ours(backend_name: str, optimizer: dict) -> np.ndarray:
     opt = trainer.create_optimizer([var], optimizer_spec(_config(optimizer), trainer), LR)
 
     def fn(raw):
-        total = (var * raw["c"]).sum() if backend_name == "torch" else _tf_sum(var * raw["c"])
-        return total + 0.5 * ((var * var).sum() if backend_name == "torch" else _tf_sum(var * var)), {}
+        return _loss(backend_name, var, raw["c"]), {}
 
     for _ in range(STEPS):
         trainer.train_step(fn, {"c": C}, [var], opt, StepOptions(), compiled=False)
     return trainer.to_numpy(var)
 
 
-def _tf_sum(x):
-    import tensorflow as tf
-
-    return tf.reduce_sum(x)
+def _loss(backend_name: str, var, c):
+    """:return: ``sum(var * c) + 0.5 * sum(var * var)`` with the backend's primitives"""
+    impl = frontend_backends.get_backend(backend_name)
+    axes = tuple(range(len(impl.shape(var))))
+    linear = impl.reduce("sum", impl.binary("mul", var, c), axes)
+    return impl.binary("add", linear, impl.binary("mul", 0.5, impl.reduce("sum", impl.unary("square", var), axes)))
 
 
 def _framework(backend_name: str, case: str) -> np.ndarray:
@@ -106,11 +108,9 @@ def _one_step(backend_name: str, optimizer: dict, options: StepOptions, total_sc
     opt = trainer.create_optimizer([var], optimizer_spec(_config(optimizer), trainer), LR)
 
     def fn(raw):
-        if backend_name == "torch":
-            return ((var * raw["c"]).sum() + 0.5 * (var * var).sum()) * total_scale, {}
-        return (_tf_sum(var * raw["c"]) + 0.5 * _tf_sum(var * var)) * total_scale, {}
+        return _loss(backend_name, var, raw["c"]) * total_scale, {}
 
-    result = trainer.train_step(fn, {"c": C}, [var], opt, options, compiled=backend_name == "tensorflow")
+    result = trainer.train_step(fn, {"c": C}, [var], opt, options, compiled=trainer.compiles_step is not None)
     return trainer.to_numpy(var), result, trainer.optimizer_state(opt, [var])
 
 
