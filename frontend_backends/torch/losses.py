@@ -102,24 +102,40 @@ def _(logits, targets, off, on, weight, z_loss, mask, with_grad):
 
 
 def _gradient(buffers, grad_loss, inputs, outputs) -> tuple[torch.Tensor]:
-    """:return: the gradient w.r.t. the logits, made from the softmax buffer (in place in eager mode)"""
+    """:return: the gradient w.r.t. the logits, made from the softmax buffer in place: eagerly, and under
+    ``torch.compile`` through the mutating op :func:`_fused_ce_backward_` (a functional backward would write a new
+    buffer of the logits' size, which on the CPU costs its page faults: 3x the eager backward's time)"""
     (probs,) = buffers
     _, targets, off, on, weight, z_loss, mask, _ = inputs
     lse = outputs[0]
+    dl = grad_loss.expand(lse.shape).reshape(-1).to(lse.dtype)
+    if is_compiling():
+        _fused_ce_backward_(probs, targets, off, on, weight, z_loss, mask, lse, dl)
+    else:
+        _gradient_in_place(probs, targets, off, on, weight, z_loss, mask, lse, dl)
+    return (probs,)
+
+
+def _gradient_in_place(probs, targets, off, on, weight, z_loss: float, mask, lse, dl) -> None:
+    """Turn the softmax buffer ``probs`` into ``dl * (coef * p - off_y * v - on_y * onehot(y))`` in place"""
     num_labels = probs.shape[-1]
     y = targets.reshape(-1).long()
     cdt = lse.dtype
-    dl = grad_loss.expand(lse.shape).reshape(-1).to(cdt)
     off_y, on_y = off[y].to(cdt), on[y].to(cdt)
     coef = off_y * (float(num_labels) if weight is None else weight.to(cdt).sum()) + on_y
     if z_loss:
         coef = coef + 2.0 * z_loss * lse.reshape(-1)
     valid = None if mask is None else mask.expand(lse.shape).reshape(-1)
-    if is_compiling():
-        grad = _gradient_functional(probs.reshape(-1, num_labels), y, coef * dl, off_y * dl, on_y * dl, weight, valid)
-    else:
-        grad = gradient_rows_in_place(probs.view(-1, num_labels), y, coef * dl, off_y * dl, on_y * dl, weight, valid)
-    return (grad.view(probs.shape),)
+    gradient_rows_in_place(probs.view(-1, num_labels), y, coef * dl, off_y * dl, on_y * dl, weight, valid)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::label_smoothed_cross_entropy_backward_", mutates_args=("probs",))
+def _fused_ce_backward_(
+    probs: torch.Tensor, targets: torch.Tensor, off: torch.Tensor, on: torch.Tensor, weight: torch.Tensor | None,
+    z_loss: float, mask: torch.Tensor | None, lse: torch.Tensor, dl: torch.Tensor,
+) -> None:  # fmt: skip
+    """The backward pass under ``torch.compile``: :func:`_gradient_in_place` as one opaque, mutating op"""
+    _gradient_in_place(probs, targets, off, on, weight, z_loss, mask, lse, dl)
 
 
 def gradient_rows_in_place(p, y, scale, shift, target_shift, weight, valid) -> torch.Tensor:
@@ -137,20 +153,16 @@ def gradient_rows_in_place(p, y, scale, shift, target_shift, weight, valid) -> t
     return p
 
 
-def _gradient_functional(p, y, scale, shift, target_shift, weight, valid) -> torch.Tensor:
-    """The same as :func:`gradient_rows_in_place` without in-place writes, as one fusable expression (compiled)"""
-    v = 1.0 if weight is None else weight.to(scale.dtype)
-    at_target = torch.arange(p.shape[-1], device=p.device) == y[:, None]
-    grad = p * scale[:, None] - shift[:, None] * v - torch.where(at_target, target_shift[:, None], 0.0)
-    if valid is not None:
-        grad = torch.where(valid[:, None], grad, 0.0)
-    return grad.to(p.dtype)
-
-
 register_buffer_autograd(_fused_ce, "label_smoothed_cross_entropy", 8, (2,), _gradient)
 
 
 def label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask):
-    """See ``Backend.label_smoothed_cross_entropy``."""
+    """See ``Backend.label_smoothed_cross_entropy``. CUDA logits take the Triton kernels
+    (:mod:`frontend_backends.torch.triton_ops`, imported only then) unless ``RETURNN_LS_TRITON=0``."""
+    if logits.device.type == "cuda":
+        from frontend_backends.torch import triton_ops
+
+        if triton_ops.use_triton(logits):
+            return triton_ops.label_smoothed_cross_entropy(logits, targets, off, on, weight, z_loss, mask)
     with_grad = torch.is_grad_enabled() and logits.requires_grad
     return _fused_ce(logits, targets, off, on, weight, float(z_loss), mask, with_grad)[0]
