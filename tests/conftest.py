@@ -7,6 +7,7 @@ and ``Trainer``), so the test bodies are the same for every backend and a new ba
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 from collections.abc import Callable
@@ -15,8 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-if importlib.util.find_spec("triton") is not None:  # before any test module imports TensorFlow: see
-    import triton  # noqa: F401  - frontend_backends/tensorflow/__init__.py (TF first, then Triton, aborts)
+if importlib.util.find_spec("triton") is not None:
+    if not glob.glob("/dev/nvidia[0-9]*"):  # no GPU: Triton kernels run on CPU tensors under its interpreter, which
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # must be on before triton wraps its own library functions
+    import triton  # noqa: F401  - before any test module imports TensorFlow (TF first, then Triton, aborts the
+    # process: both bundle LLVM; see frontend_backends/tensorflow/__init__.py)
 
 import frontend_backends
 import returnn_ls as rf

@@ -212,6 +212,11 @@ class TorchBackend(Backend):
         self, logits: Any, log_probs: Any, targets: Any, scale: Any, shift: Any, sum_weight: Any = None
     ) -> Any:
         shift = 0.0 if shift is None else shift
+        if logits.device.type == "cuda":  # the Triton kernels (imported only for CUDA tensors) where they apply
+            from frontend_backends.torch import triton_ops
+
+            if triton_ops.use_triton(logits) and triton_ops.supports_factors(logits, scale, shift, sum_weight):
+                return triton_ops.log_softmax_smoothed_nll(logits, targets, scale, shift, sum_weight)
         return smoothed_gradient.LogSoftmaxSmoothedNLL.apply(
             logits, log_probs.detach(), targets, scale, shift, sum_weight
         )
