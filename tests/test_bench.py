@@ -271,3 +271,8 @@ def test_time_ratio_is_the_median_of_the_per_round_ratios():
     add_ratios(rows)
     assert rows[1]["reference"] == "framework_ls"
     assert rows[1]["time_ratio"] == pytest.approx(0.5)  # per-round ratios 0.5, 0.5, 0.17; the medians' ratio: 0.17
+
+
+# --- devices, dtypes, the optional references, the "also against" ratios, the GPU check script ---------------------
+
+#: The shapes of a tiny run: frames, vocab, hidden.

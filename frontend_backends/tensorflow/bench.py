@@ -8,7 +8,8 @@ Each case runs in one of three modes, the ways TensorFlow training runs a step:
 ``xla``        the whole step in one ``tf.function(jit_compile=True)`` (XLA, as Keras 3 compiles it)
 =============  ==========================================================================================
 
-In the compiled modes the step is traced (and compiled) on its first call, the runner's warm-up.
+In the compiled modes the step is traced (and compiled) on its first call, the runner's warm-up. This project's
+benchmark times TensorFlow on the CPU in float32 only (``--device cpu``, ``--dtype float32``).
 """
 
 from __future__ import annotations
@@ -33,23 +34,36 @@ class TensorFlowBench(BenchKit):
     modes = {"eager": ("eager",), "compiled": ("function", "xla")}
     keeps_buffers = True
     weight_hidden_first = True
+    dtypes = ("float32",)
 
-    def unavailable(self, case: str) -> str | None:
-        """:return: why ``case`` does not exist on TensorFlow (``returnn_path``), or None"""
+    def unavailable(self, case: str, device: str = "cpu") -> str | None:
+        """:return: why ``case`` does not exist on TensorFlow (``returnn_path``; the PyTorch packages' losses), or
+        None"""
         if case == "returnn_path":
             return "RETURNN's TF backend builds graph-mode layers; timed on torch only"
+        if case in ("liger_ls", "liger_linear_ls", "cce_linear"):
+            return "a PyTorch package's loss (Liger-Kernel, cut-cross-entropy); timed on torch only"
         return None
+
+    def device_unavailable(self, device: str) -> str | None:
+        """:return: why ``device`` is not timed here: anything but ``cpu`` (this project's bench times TensorFlow on
+        the CPU only)"""
+        if device == "cpu":
+            return None
+        return "TensorFlow is timed on cpu only in this project's bench (its GPU build is not set up here)"
 
     def set_threads(self, threads: int) -> None:
         """Set TensorFlow's intra-op and inter-op threads (before its first op)."""
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
-    def params(self, arrays: Sequence[np.ndarray]) -> list[Any]:
-        """:return: constants of ``arrays`` (the step's tape watches them)"""
+    def params(self, arrays: Sequence[np.ndarray], dtype: str = "float32", device: str = "cpu") -> list[Any]:
+        """:return: constants of ``arrays`` (the step's tape watches them); float32 on the CPU only"""
+        if (dtype, device) != ("float32", "cpu"):
+            raise ValueError(f"bench: tensorflow is timed in float32 on cpu only, got {dtype} on {device}")
         return [tf.constant(array) for array in arrays]
 
-    def targets(self, labels: np.ndarray) -> Any:
+    def targets(self, labels: np.ndarray, device: str = "cpu") -> Any:
         """:return: a constant of ``labels``"""
         return tf.constant(labels)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import frontend_backends
-from returnn_ls.bench.cases import LINEAR_CASES, LOGIT_CASES, REFERENCE
+from returnn_ls.bench.cases import ALL_CASES, ALSO_AGAINST, REFERENCE
 
 __all__ = ["LINESTYLES", "add_ratios", "backend_mode_pairs", "format_table", "line_styles", "pair_linestyles", "plot"]
 
@@ -19,20 +19,33 @@ LINESTYLES: tuple[Any, ...] = (
 )  # fmt: skip
 
 
+def _key(row: dict, mode: str, case: str | None) -> tuple:
+    """:return: the index key of the row of ``case`` in ``mode`` with the backend, sizes, device and dtype of ``row``"""
+    sizes = tuple(row.get(k) for k in ("vocab", "frames", "hidden", "device", "dtype"))
+    return row["backend"], mode, case, sizes
+
+
 def add_ratios(rows: list[dict]) -> None:
     """Add ``reference``, ``time_ratio`` and ``peak_ratio`` to each row: against the row of its reference case
-    (:data:`returnn_ls.bench.cases.REFERENCE`) with the same backend, mode and sizes. Torch's eager
-    ``ours_fused`` also gets ``time_ratio_vs_compiled`` against the compiled reference (the goal is stated so)."""
-    index = {(r["backend"], r["mode"], r["vocab"], r["case"]): r for r in rows}
+    (:data:`returnn_ls.bench.cases.REFERENCE`) with the same backend, mode, sizes, device and dtype. A row of a case
+    of :data:`returnn_ls.bench.cases.ALSO_AGAINST` also gets ``time_ratio_<suffix>`` and ``peak_ratio_<suffix>``
+    against each other case there (in the row's mode, or the one named there when it differs from the row's), and
+    ``also_against``: suffix -> ``"<mode> <case>"``, where that row exists (e.g. torch's eager ``ours_fused`` gets
+    ``time_ratio_vs_compiled`` against compiled ``framework_ls``: the goals are stated so)."""
+    index = {_key(r, r["mode"], r["case"]): r for r in rows}
     for r in rows:
         r["reference"] = REFERENCE.get(r["case"])
-        ref = index.get((r["backend"], r["mode"], r["vocab"], r["reference"]))
+        ref = index.get(_key(r, r["mode"], r["reference"]))
         r["time_ratio"] = _time_ratio(r, ref)
         r["peak_ratio"] = _ratio(r["peak_mb"], ref and ref["peak_mb"])
-        compiled = index.get((r["backend"], "compiled", r["vocab"], r["reference"]))
-        if r["mode"] == "eager" and r["case"] == "ours_fused" and compiled:
-            r["time_ratio_vs_compiled"] = _time_ratio(r, compiled)
-            r["peak_ratio_vs_compiled"] = _ratio(r["peak_mb"], compiled["peak_mb"])
+        for case, other, mode, suffix in ALSO_AGAINST:
+            if r["case"] != case or (mode == r["mode"] and other == r["reference"]):
+                continue
+            against = index.get(_key(r, mode or r["mode"], other))
+            if against is not None:
+                r[f"time_ratio_{suffix}"] = _time_ratio(r, against)
+                r[f"peak_ratio_{suffix}"] = _ratio(r["peak_mb"], against["peak_mb"])
+                r.setdefault("also_against", {})[suffix] = f"{against['mode']} {other}"
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
@@ -55,19 +68,23 @@ def _note(r: dict) -> str:
         return f"**failed**: {r['failed']}"
     if r.get("skipped"):
         return r["skipped"]
-    if r.get("time_ratio_vs_compiled") is not None:
-        return f"{r['time_ratio_vs_compiled']:.2f}x time of compiled {r['reference']}"
-    return ""
+    notes = [
+        f"{r[f'time_ratio_{suffix}']:.2f}x time of {against}"
+        for suffix, against in (r.get("also_against") or {}).items()
+        if r.get(f"time_ratio_{suffix}") is not None
+    ]
+    return "; ".join(notes)
 
 
 def format_table(rows: list[dict]) -> str:
-    """:return: a Markdown table of ``rows`` (times, peak memory and ratios against the reference case)"""
+    """:return: a Markdown table of ``rows`` (times, peak memory and ratios against the reference case; the note
+    has the skip or failure, or the ratios against the other cases of ``ALSO_AGAINST``; then device and dtype)"""
 
     def num(v: Any, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
-    lines = ["| backend | mode | vocab | case | time (s) | peak (MB) | vs | time ratio | memory ratio | note |",
-             "|---|---|---:|---|---:|---:|---|---:|---:|---|"]  # fmt: skip
+    lines = ["| backend | mode | vocab | case | time (s) | peak (MB) | vs | time ratio | memory ratio | note | device "
+             "| dtype |", "|---|---|---:|---|---:|---:|---|---:|---:|---|---|---|"]  # fmt: skip
     for r in rows:
         peak = num(r["peak_mb"], ".0f")
         if r["peak_mb"] is None and r.get("estimated_peak_mb"):
@@ -75,7 +92,7 @@ def format_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['backend']} | {r['mode']} | {r['vocab']} | {r['case']} | {num(r['time_s'], '.3f')} | {peak} "
             f"| {r.get('reference') or ''} | {num(r.get('time_ratio'), '.2f')} | {num(r.get('peak_ratio'), '.2f')} "
-            f"| {_note(r)} |"
+            f"| {_note(r)} | {r.get('device', 'cpu')} | {r.get('dtype', 'float32')} |"
         )
     return "\n".join(lines)
 
@@ -118,7 +135,7 @@ def line_styles(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
     :func:`backend_mode_pairs`; this asks the backends' kits for their modes, importing their frameworks)"""
     import matplotlib
 
-    ordered = [c for c in LOGIT_CASES + LINEAR_CASES if any(r["case"] == c for r in rows)]
+    ordered = [c for c in ALL_CASES if any(r["case"] == c for r in rows)]
     palette = matplotlib.colormaps["tab10"]
     linestyles = pair_linestyles(backend_mode_pairs(rows))
     return {
@@ -146,12 +163,14 @@ def plot(rows: list[dict], path: str) -> None:
         for ax, value, floor in zip(axes, ("time_s", "peak_mb"), (1e-3, 1.0)):  # floor: log axes cannot show 0
             ax.plot([p["vocab"] for p in points], [max(p[value] or 0, floor) for p in points], **style,
                     label=f"{key[2]} ({key[0]} {key[1]})")  # fmt: skip
-    for ax, label in zip(axes, ("fwd+bwd time (s, median)", "peak RSS above baseline (MB, at least 1)")):
+    memory = "peak RSS above baseline" if all(r.get("device", "cpu") == "cpu" for r in rows) else "peak memory"
+    for ax, label in zip(axes, ("fwd+bwd time (s, median)", f"{memory} (MB, at least 1)")):
         ax.set(xscale="log", yscale="log", xlabel="vocabulary size", ylabel=label)
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=6, loc="upper left", ncol=2)
-    fig.suptitle(f"label-smoothed CE, {rows[0]['frames']} frames (colour: case; line style: backend and mode)"
-                 if rows else "")  # fmt: skip
+    where = f"{rows[0].get('device', 'cpu')} {rows[0].get('dtype', 'float32')}" if rows else ""
+    fig.suptitle(f"label-smoothed CE, {rows[0]['frames']} frames, {where} (colour: case; line style: backend and "
+                 "mode)" if rows else "")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -15,7 +15,15 @@ are against the reference case of the same backend and mode (:data:`returnn_ls.b
 several rounds, the time ratio is the median of the per-round ratios, which cancels load that changes between
 rounds. A case that fails makes the command exit with 1 (after the table); expected skips (a combination that does
 not exist, an unfused case that would need more than ``--max-memory-gb``) do not. A backend without benchmark
-cases (no ``Bench``) is a usage error (exit 2). Run ``python -m returnn_ls.bench --help``.
+cases (no ``Bench``) is a usage error (exit 2), and so is a ``--device`` or ``--dtype`` its kit does not time
+(``BenchKit.device_unavailable``, ``BenchKit.dtypes``; e.g. ``--device cuda`` where torch sees no GPU).
+
+``--device cuda`` (torch): the kit measures (``BenchKit.measure``): times by CUDA events, peak by
+``torch.cuda.max_memory_allocated`` above the memory allocated after the warm-up (inputs and gradients held). Off the
+CPU the host memory is not measured, so the drawn inputs are kept in a temporary folder for the next subprocess with
+the same sizes (drawing 10^9 normal floats takes seconds). ``--dtype`` casts the inputs, drawn as float32. The JSON is
+rewritten after every case (``"complete": false`` until the end), so a run that is stopped leaves its results so far.
+Run ``python -m returnn_ls.bench --help``.
 """
 
 from __future__ import annotations
@@ -25,20 +33,21 @@ import gc
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import frontend_backends
 from returnn_ls.bench import cases
+from returnn_ls.bench.options import add_arguments as _add_arguments
 from returnn_ls.bench.report import add_ratios, format_table, plot
 
 __all__ = ["add_bench_parser", "main", "run_bench"]
-
-DEFAULT_VOCAB = (1000, 3000, 10000, 30000, 100000)
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -46,64 +55,6 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("bench", help="time label-smoothed CE against the frameworks' own")
     _add_arguments(parser)
     return parser
-
-
-def _bounded(kind: type, low: float, what: str):
-    """:return: an argparse ``type`` that parses ``kind`` and requires a value >= ``low`` (a usage error, exit 2)"""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not value >= low:  # also rejects NaN
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
-        return value
-
-    return parse
-
-
-def _fraction(text: str) -> float:
-    value = _bounded(float, 0.0, "a number in [0, 1]")(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
-    return value
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    positive = _bounded(int, 1, "a positive integer")
-    parser.add_argument("--frames", type=positive, default=4096, help="frames (rows of the logits; default 4096)")
-    parser.add_argument("--vocab", type=_bounded(int, 2, "an integer >= 2"), nargs="+", default=list(DEFAULT_VOCAB),
-                        help="vocabulary sizes")  # fmt: skip
-    parser.add_argument(
-        "--hidden",
-        type=_bounded(int, 0, "an integer >= 0"),
-        default=0,
-        help="also time the fused projection with this hidden size (needed by the linear_* cases)",
-    )
-    parser.add_argument("--smoothing", type=_fraction, default=0.1, help="label smoothing a (default 0.1)")
-    parser.add_argument("--backends", nargs="+", default=list(frontend_backends.backend_names()),
-                        choices=frontend_backends.backend_names())  # fmt: skip
-    parser.add_argument(
-        "--mode",
-        default="all",
-        choices=cases.MODE_CHOICES,
-        help="eager, compiled (torch.compile; tf.function and XLA) or all (default)",
-    )
-    parser.add_argument("--cases", nargs="+", help="a subset of the cases (default: all)")
-    parser.add_argument("--repeats", type=positive, default=5, help="timed runs per case after one warm-up (default 5)")
-    parser.add_argument("--rounds", type=positive, default=1, help="run all cases this many times, alternating")
-    parser.add_argument("--threads", type=positive, default=2, help="intra-op threads per framework (default 2)")
-    parser.add_argument(
-        "--max-memory-gb",
-        type=_bounded(float, 0.0, "a number >= 0"),
-        default=12.0,
-        help="skip unfused cases whose memory, estimated from the sizes, exceeds this (default 12)",
-    )
-    parser.add_argument("--out", default="bench", help="writes OUT.json and OUT.png (default ./bench)")
-    parser.add_argument("--no-plot", action="store_true", help="do not draw OUT.png")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.set_defaults(bench_parser=parser)
 
 
 def _rss_kb(field: str) -> int:
@@ -131,7 +82,12 @@ def _worker(spec: dict) -> dict:
     kit = frontend_backends.bench_kit(spec["backend"])
     kit.set_threads(spec["threads"])
     args = (spec["backend"], spec["case"], spec["frames"], spec["vocab"], spec["hidden"], spec["smoothing"])
-    step = cases.make_step(*args, np.random.default_rng(0), mode=spec["mode"])
+    device = spec.get("device", "cpu")
+    step = cases.make_step(*args, np.random.default_rng(0), mode=spec["mode"], device=device,
+                           dtype=spec.get("dtype", "float32"), cache_dir=spec.get("input_cache"))  # fmt: skip
+    measured = kit.measure(step, spec["repeats"], device)
+    if measured is not None:
+        return measured
     measure_first = kit.keeps_buffers
     if measure_first:
         baseline = _start_peak()
@@ -168,13 +124,13 @@ def _run_case(spec: dict) -> dict:
 
 def _selected_cases(args: argparse.Namespace) -> list[str]:
     """:return: the cases to run; a usage error (exit 2) for unknown cases or linear cases without ``--hidden``"""
-    known = list(cases.LOGIT_CASES + cases.LINEAR_CASES)
+    known = list(cases.ALL_CASES)
     if not args.cases:
         return list(cases.LOGIT_CASES) + (list(cases.LINEAR_CASES) if args.hidden else [])
     unknown = sorted(set(args.cases) - set(known))
     if unknown:
         args.bench_parser.error(f"argument --cases: unknown cases {unknown}; choose from {known}")
-    linear = [c for c in args.cases if c in cases.LINEAR_CASES]
+    linear = [c for c in args.cases if cases.is_linear(c)]
     if linear and not args.hidden:
         args.bench_parser.error(f"--cases {' '.join(linear)} needs --hidden (the hidden size of the projection)")
     return [c for c in known if c in args.cases]
@@ -182,17 +138,25 @@ def _selected_cases(args: argparse.Namespace) -> list[str]:
 
 def _check_backends(args: argparse.Namespace) -> None:
     """A usage error (exit 2) for a backend of ``--backends`` without benchmark cases (no ``Bench``) or whose
-    framework is not importable; this imports the frameworks, whose kits give the modes and expected skips"""
+    framework is not importable, or whose kit does not time on ``--device`` here or in ``--dtype``; this imports
+    the frameworks, whose kits give the modes, devices and expected skips"""
+    device, dtype = getattr(args, "device", "cpu"), getattr(args, "dtype", "float32")
     for backend in args.backends:
         try:
-            frontend_backends.bench_kit(backend)
+            kit = frontend_backends.bench_kit(backend)
         except ValueError as exc:
             args.bench_parser.error(f"argument --backends: {str(exc).removeprefix('bench: ')}")
+        reason = kit.device_unavailable(device)
+        if reason is not None:
+            args.bench_parser.error(f"argument --device: {device} on {backend}: {reason}")
+        if dtype not in kit.dtypes:
+            args.bench_parser.error(f"argument --dtype: {dtype} on {backend}: it is timed in "
+                                    f"{', '.join(kit.dtypes)} only in this project's bench")  # fmt: skip
 
 
 def _specs(args: argparse.Namespace) -> list[dict]:
     _check_backends(args)
-    keys = ("frames", "hidden", "smoothing", "repeats", "threads")
+    keys = ("frames", "hidden", "smoothing", "repeats", "threads", "device", "dtype")
     common = {k: getattr(args, k) for k in keys}
     return [
         dict(common, backend=b, mode=m, vocab=v, case=c)
@@ -206,7 +170,7 @@ def _specs(args: argparse.Namespace) -> list[dict]:
 def _summarise(spec: dict, runs: list[dict]) -> dict:
     times = [t for r in runs for t in r["times"]]
     peaks = [r["peak_mb"] for r in runs if r["peak_mb"] is not None]
-    row = {k: spec[k] for k in ("backend", "mode", "vocab", "frames", "hidden", "case")}
+    row = {k: spec[k] for k in ("backend", "mode", "vocab", "frames", "hidden", "case", "device", "dtype")}
     row.update(time_s=statistics.median(times) if times else None, times=times,
                round_medians=[statistics.median(r["times"]) for r in runs if r["times"]],
                peak_mb=statistics.median(peaks) if peaks else None)  # fmt: skip
@@ -220,11 +184,40 @@ def _summarise(spec: dict, runs: list[dict]) -> dict:
 def _skip(spec: dict, max_memory_gb: float) -> dict | None:
     """:return: the result of an expected skip of ``spec``, or None to run it"""
     sizes = (spec["frames"], spec["vocab"], spec["hidden"])
-    reason = cases.expected_skip(spec["backend"], spec["case"], sizes, max_memory_gb)
+    itemsize = 4 if spec["dtype"] == "float32" else 2
+    reason = cases.expected_skip(spec["backend"], spec["case"], sizes, max_memory_gb, spec["device"], itemsize)
     if reason is None:
         return None
     return {"times": [], "peak_mb": None, "skipped": reason, "estimated_peak_mb": cases.estimated_peak_mb(
-        spec["case"], *sizes)}  # fmt: skip
+        spec["case"], *sizes, itemsize=itemsize)}  # fmt: skip
+
+
+def _write_report(args: argparse.Namespace, specs: list[dict], runs: list[list[dict]], complete: bool) -> dict:
+    """Write ``OUT.json`` with the rows of the specs run so far (and their ratios); :return: the report"""
+    rows = [_summarise(spec, r) for spec, r in zip(specs, runs) if r]
+    add_ratios(rows)
+    report = {"command": " ".join(["returnn-ls bench"] + list(getattr(args, "argv", []) or [])),
+              "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "argv", "func", "bench_parser")},
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                          "load_average": os.getloadavg()},
+              "complete": complete, "results": rows}  # fmt: skip
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out + ".json.part", "w") as f:
+        json.dump(report, f, indent=1)
+    os.replace(args.out + ".json.part", args.out + ".json")
+    return report
+
+
+def _run_all(args: argparse.Namespace, specs: list[dict]) -> dict:
+    """Run ``specs`` ``--rounds`` times, rewriting the JSON after each; :return: the complete report"""
+    runs: list[list[dict]] = [[] for _ in specs]
+    for _ in range(args.rounds):
+        for i, spec in enumerate(specs):
+            runs[i].append(_skip(spec, args.max_memory_gb) or _run_case(spec))
+            print(f"  {spec['backend']:<10} {spec['mode']:<8} vocab {spec['vocab']:>6} {spec['case']:<24} done",
+                  file=sys.stderr)  # fmt: skip
+            _write_report(args, specs, runs, complete=False)
+    return _write_report(args, specs, runs, complete=True)
 
 
 def run_bench(args: argparse.Namespace) -> dict:
@@ -236,22 +229,15 @@ def run_bench(args: argparse.Namespace) -> dict:
         print(json.dumps(_worker(json.loads(args.worker))))
         return {}
     specs = _specs(args)
-    runs: list[list[dict]] = [[] for _ in specs]
-    for _ in range(args.rounds):
-        for i, spec in enumerate(specs):
-            runs[i].append(_skip(spec, args.max_memory_gb) or _run_case(spec))
-            print(f"  {spec['backend']:<10} {spec['mode']:<8} vocab {spec['vocab']:>6} {spec['case']:<24} done",
-                  file=sys.stderr)  # fmt: skip
-    rows = [_summarise(spec, r) for spec, r in zip(specs, runs)]
-    add_ratios(rows)
-    report = {"command": " ".join(["returnn-ls bench"] + list(getattr(args, "argv", []) or [])),
-              "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "argv", "func", "bench_parser")},
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                          "load_average": os.getloadavg()},
-              "results": rows}  # fmt: skip
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(report, f, indent=1)
+    cache = None if getattr(args, "device", "cpu") == "cpu" else tempfile.mkdtemp(prefix="returnn_ls_bench_")
+    try:
+        for spec in specs:
+            spec["input_cache"] = cache
+        report = _run_all(args, specs)
+    finally:
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
+    rows = report["results"]
     print(format_table(rows))
     if not args.no_plot:
         plot(rows, args.out + ".png")
