@@ -12,7 +12,8 @@ that never ran says ``pending``), so a run cut short still leaves its results; e
 - ``environment``: Python, torch, CUDA, Triton, the GPU, which optional packages are installed;
 - ``imports``: ``returnn_ls``, ``returnn_ls.bench`` and the torch backend import with TensorFlow, h5py, matplotlib
   and tqdm hidden;
-- ``tests``: ``pytest -q tests/gpu tests/test_triton_kernels.py`` (exit code, last lines);
+- ``tests``: ``pytest -q tests/gpu tests/test_triton_kernels.py tests/test_triton_linear_ce.py`` (exit code, last
+  lines);
 - ``bench_*``: ``python -m returnn_ls.bench --device cuda --backends torch --mode all --repeats 10`` at 8192 x 32000
   float32, 8192 x 128256 bfloat16 (label smoothing on the logits, with Liger-Kernel's where installed) and the
   projection 8192 x 4096 x 128256 bfloat16 (with Liger-Kernel's and cut-cross-entropy's); their JSON is embedded;
@@ -195,9 +196,10 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def tests(check: Check) -> dict[str, Any]:
     """The ``tests`` part: the Triton kernels' tests (``--quick``: collected only)."""
-    paths = [p for p in ("tests/gpu", "tests/test_triton_kernels.py") if os.path.exists(os.path.join(ROOT, p))]
+    paths = [p for p in ("tests/gpu", "tests/test_triton_kernels.py", "tests/test_triton_linear_ce.py")
+             if os.path.exists(os.path.join(ROOT, p))]  # fmt: skip
     if not paths:
-        return {"status": "skipped", "reason": "neither tests/gpu nor tests/test_triton_kernels.py exists"}
+        return {"status": "skipped", "reason": "none of the CUDA test files exists"}
     if importlib.util.find_spec("pytest") is None:
         return {"status": "skipped", "reason": f"pytest is not installed for {PY}"}
     quick = ["--collect-only"] if check.args.quick else []  # --quick: the plumbing only
