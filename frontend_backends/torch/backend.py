@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from frontend_backends.base import Backend
-from frontend_backends.torch import ctc, linear_ce, losses, nn, smoothed_gradient
+from frontend_backends.torch import ctc, custom_ops, linear_ce, losses, nn, smoothed_gradient
 
 _DTYPES = {
     "float16": torch.float16,
@@ -37,8 +37,7 @@ _UNARY = {
 
 
 def _is_compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
+    return custom_ops.is_compiling()
 
 
 class _ScaledGradientExt(torch.autograd.Function):

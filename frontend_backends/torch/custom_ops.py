@@ -27,8 +27,17 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def is_compiling() -> bool:
-    """:return: whether dynamo or AOTAutograd is tracing (then kernels must be functional, not in place)"""
-    return bool(torch.compiler.is_compiling())
+    """:return: whether dynamo or AOTAutograd is tracing (then kernels must be functional, not in place).
+
+    ``torch.compiler.is_compiling()`` alone is not enough: torch 2.11 reports False while AOTAutograd traces a
+    backward, so a tracing context or an active proxy mode counts too.
+    """
+    if torch.compiler.is_compiling():
+        return True
+    from torch._guards import TracingContext
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return TracingContext.try_get() is not None or get_proxy_mode() is not None
 
 
 #: Buffers of at least this many bytes come from :func:`large_empty` with transparent huge pages.

@@ -9,6 +9,10 @@ hidden gradient row by row (exact for any ``dl``); the weight and bias gradients
 the same on all frames (``loss.sum()``, ``loss.mean()``), else they are recomputed chunk by chunk from the
 saved per-frame ``logsumexp`` with ``dl`` folded into ``G`` (one matmul more per chunk). See
 ``frontend_backends.base.Backend.linear_label_smoothed_cross_entropy``.
+
+On CUDA (:func:`_use_triton`) both passes take :mod:`frontend_backends.torch.linear_ce_cuda` instead: the same
+chunks, with the loss and the logit gradient of each chunk from the Triton kernels, the logits in the input dtype,
+and at most one host sync per backward call (none in the forward pass).
 """
 
 from __future__ import annotations
@@ -23,6 +27,25 @@ from frontend_backends.torch.custom_ops import (
     register_buffer_autograd,
 )
 from frontend_backends.torch.losses import gradient_rows_in_place, loss_rows
+
+
+def _use_triton(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
+    """:return: whether the op runs through :mod:`frontend_backends.torch.linear_ce_cuda`: ``hidden`` a tensor the
+    Triton kernels take (:func:`frontend_backends.torch.triton_ops.use_triton`: CUDA, not float64, triton installed,
+    not switched off) and ``weight`` not float64. Imports ``triton_ops`` only for CUDA tensors."""
+    if hidden.device.type != "cuda":
+        return False
+    from frontend_backends.torch import triton_ops
+
+    return triton_ops.use_triton(hidden) and weight.dtype != torch.float64
+
+
+def _cuda():
+    """:return: the module :mod:`frontend_backends.torch.linear_ce_cuda` (imported at the first call: it imports
+    triton)"""
+    from frontend_backends.torch import linear_ce_cuda
+
+    return linear_ce_cuda
 
 
 def _logits(h, w, b, out: torch.Tensor | None) -> torch.Tensor:
@@ -79,6 +102,9 @@ def _linear_ce(
     valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
     loss, lse = h.new_empty(h.shape[0], dtype=cdt), h.new_empty(h.shape[0], dtype=cdt)
     dh, dw, db = _empty_grads(hidden, weight, bias, needs)
+    if _use_triton(hidden, weight):
+        _cuda().forward((hidden, weight, bias, targets, off, on, v, mask, chunk, needs), loss, lse, (dh, dw, db))
+        return loss.view(hidden.shape[:-1]), lse, dh, dw, db
     logits = _chunk_buffer(h, chunk, num_labels)
     probs = _chunk_buffer(h, chunk, num_labels) if any(needs) else None
     for s in range(0, h.shape[0], chunk):
@@ -115,6 +141,9 @@ def _finish(inputs, lse, dl, grads) -> None:
     """Scale the gradients ``grads`` of hidden, weight and bias (made for ``dl = 1``) in place by the upstream
     per-frame gradient ``dl``"""
     hidden, needs, mask = inputs[0], inputs[-1], inputs[7]
+    if _use_triton(hidden, inputs[1]):
+        _cuda().finish(inputs, lse, dl, grads)
+        return
     valid = None if mask is None else mask.expand(hidden.shape[:-1]).reshape(-1)
     dh, dw, db = grads
     if needs[0]:

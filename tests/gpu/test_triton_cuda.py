@@ -7,6 +7,10 @@ dispatch to the Triton ops (each test checks that they did), and on CPU copies o
 kernels run. bfloat16 logits are compared with the CPU result of their float32 values: the loss of the fused CE is
 float32 on both (``rtol=1e-5``), the gradients (and the loss of the gradient path) are rounded to bfloat16 on CUDA
 (``rtol=2**-7``, twice bfloat16's rounding); float32 gradients ``rtol=1e-4, atol=1e-6``.
+
+``rf.linear_label_smoothed_cross_entropy`` (the fused projection, through ``linear_ce_cuda``) at 4096 x 512 x 32000,
+float32 and bfloat16, is compared with the CPU op on the float32 values within per-element error bounds computed in
+float64 on the GPU (:func:`_projection_bounds`); its host syncs are counted with CUDA's sync debug mode.
 """
 
 from __future__ import annotations
@@ -121,3 +125,142 @@ def test_more_than_2_31_elements(triton_ops):
     (expected_grad,) = torch.autograd.grad(expected.sum(), zt)
     torch.testing.assert_close(loss[tail].cpu(), expected.detach(), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(grad[tail].float().cpu(), expected_grad, rtol=2**-7, atol=1e-6)
+
+
+# -- the fused projection: rf.linear_label_smoothed_cross_entropy through frontend_backends.torch.linear_ce_cuda --
+
+PB, PT, HID, VOCAB = 4, 1024, 512, 32000  # 4096 frames
+P_LENS = [PT, PT - 24, 517, 3]
+_CPU_RESULTS: dict = {}
+
+
+@pytest.fixture
+def linear_ce_cuda(restore_backend, monkeypatch):
+    """The module of the CUDA projection path, with its ``forward`` counting its calls in ``calls``."""
+    pytest.importorskip("triton")
+    from frontend_backends.torch import linear_ce_cuda, triton_ops
+
+    monkeypatch.delenv(triton_ops.ENV_VAR, raising=False)
+    calls, forward = [], linear_ce_cuda.forward
+    monkeypatch.setattr(linear_ce_cuda, "forward", lambda *a: calls.append("forward") or forward(*a))
+    monkeypatch.setattr(linear_ce_cuda, "calls", calls, raising=False)
+    rf.select_backend("torch")
+    yield linear_ce_cuda
+    torch.cuda.empty_cache()
+
+
+def _projection_inputs(seed: int = 1) -> dict:
+    """:return: CPU float32 values exactly representable in bfloat16: hidden ``[B, T, H]``, weight ``[K, H]``
+    (logits of standard deviation ~3), bias, labels (some the excluded label 0, padding any), per-frame ``dl``"""
+    gen = torch.Generator().manual_seed(seed)
+    data = {"h": torch.randn(PB, PT, HID, generator=gen), "w": torch.randn(VOCAB, HID, generator=gen) * 3 / HID**0.5,
+            "b": torch.randn(VOCAB, generator=gen), "dl": torch.rand(PB, PT, generator=gen) + 0.5}  # fmt: skip
+    data = {k: v.bfloat16().float() for k, v in data.items()}
+    data["labels"] = torch.randint(0, VOCAB, (PB, PT), generator=gen)
+    data["labels"][:, ::97] = 0
+    return data
+
+
+def _run_projection(data: dict, device: str, dtype: torch.dtype, per_frame: bool) -> list:
+    """:return: [loss [B, T], d hidden, d weight, d bias] on the CPU, for ``dl`` per frame or 1 on all frames"""
+    params = [data[k].to(device, dtype, copy=True).requires_grad_() for k in ("h", "w", "b")]
+    batch, hid, vocab = Dim(PB, name="batch"), Dim(HID, name="hidden"), Dim(VOCAB, name="vocab")
+    time = Dim(rf.convert_to_tensor(torch.tensor(P_LENS, device=device), dims=[batch]), name="time")
+    loss = rf.linear_label_smoothed_cross_entropy(
+        hidden=rf.convert_to_tensor(params[0], dims=[batch, time, hid]), weight=rf.convert_to_tensor(
+            params[1], dims=[vocab, hid]), bias=rf.convert_to_tensor(params[2], dims=[vocab]),
+        targets=rf.convert_to_tensor(data["labels"].to(device), dims=[batch, time], sparse_dim=vocab),
+        axis=vocab, smoothing=0.1, exclude_labels=[0],
+    )  # fmt: skip
+    raw = loss.copy_transpose([batch, time]).raw_tensor
+    dl = data["dl"] if per_frame else torch.ones_like(data["dl"])
+    grads = torch.autograd.grad(raw, params, dl.to(device, raw.dtype))
+    return [raw.detach().cpu()] + [g.cpu() for g in grads]
+
+
+def _projection_bounds(data: dict, dtype: torch.dtype, per_frame: bool) -> list:
+    """:return: bounds of |CUDA result - CPU float32 result| for [loss, dh, dw, db], computed on the GPU in float64.
+
+    Logit errors per frame ``delta``: float32 matmuls of ``H`` terms on both devices (``2 H 2**-24 max|h||W|``),
+    bfloat16 logits one or two roundings (``2**-8 (max|hW| + max|z|)``). ``delta`` bounds the loss error by
+    ``2 delta``, the softmax by a factor ``exp(+-2 delta)``; the logit gradient rounds to bfloat16 (``2**-7``),
+    sums of ``n`` float32 terms err by at most ``n 2**-24`` of the sum of magnitudes (both devices), and the
+    returned bfloat16 gradients round once (``2**-8``). See tests/test_triton_linear_ce.py.
+    """
+    h, w, b = (data[k].to("cuda", torch.float64) for k in ("h", "w", "b"))
+    h = h.reshape(-1, HID)
+    valid = (torch.arange(PT) < torch.tensor(P_LENS)[:, None]).reshape(-1).to("cuda")
+    dl = (data["dl"] if per_frame else torch.ones_like(data["dl"])).reshape(-1, 1).to("cuda", torch.float64)
+    dl = dl * valid[:, None]
+    y = data["labels"].reshape(-1).to("cuda")
+    hw = h @ w.T
+    z = hw + b
+    delta = 2 * HID * 2**-24 * (h.abs() @ w.abs().T).amax(-1) + 2**-23 * z.abs().amax(-1)
+    g_rel, out_rel = (2**-7, 2**-8) if dtype == torch.bfloat16 else (1e-6, 0.0)
+    if dtype == torch.bfloat16:
+        delta = delta + 2**-8 * (hw.abs().amax(-1) + z.abs().amax(-1))
+    del hw
+    floor = 0.1 / (VOCAB - 2)
+    q = torch.full_like(z, floor)
+    q[:, 0] = 0.0
+    q[y != 0] = q[y != 0].scatter_(1, y[y != 0, None], 0.9)
+    q[y == 0] = torch.nn.functional.one_hot(y[y == 0], VOCAB).double()
+    p = z.softmax(-1)
+    loss = -(q * z.log_softmax(-1)).sum(-1) * valid
+    del z
+    g = dl * (p - q)
+    e = dl.abs() * ((1 + g_rel) * p * (torch.expm1(2 * delta)[:, None] + 1e-5) + g_rel * (p - q).abs())
+    del p, q
+    gamma_k, gamma_n = 2 * VOCAB * 2**-24, 2 * PB * PT * 2**-24
+    bounds = [(2 * delta + gamma_k * (1 + loss.abs())) * valid,
+              e @ w.abs() + gamma_k * (g.abs() @ w.abs()) + out_rel * (g @ w).abs(),
+              e.T @ h.abs() + gamma_n * (g.abs().T @ h.abs()) + out_rel * (g.T @ h).abs(),
+              e.sum(0) + gamma_n * g.abs().sum(0) + out_rel * g.sum(0).abs()]  # fmt: skip
+    return [x.cpu() for x in bounds]
+
+
+@pytest.mark.parametrize("per_frame", [False, True], ids=["uniform_dl", "per_frame_dl"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_projection_cuda_matches_cpu(linear_ce_cuda, dtype, per_frame):
+    data = _projection_inputs()
+    got = _run_projection(data, "cuda", dtype, per_frame)
+    assert linear_ce_cuda.calls == ["forward"]
+    assert got[0].dtype == torch.float32 and all(g.dtype == dtype for g in got[1:])
+    if per_frame not in _CPU_RESULTS:
+        _CPU_RESULTS[per_frame] = _run_projection(data, "cpu", torch.float32, per_frame)
+    expected = _CPU_RESULTS[per_frame]
+    for name, g, e, bound in zip(("loss", "dh", "dw", "db"), got, expected, _projection_bounds(data, dtype, per_frame)):
+        error = (g.double() - e.double()).abs().reshape(bound.shape)
+        worst = float((error / bound.clamp_min(1e-30)).max())
+        print(f"{dtype} per_frame={per_frame} {name}: max error {float(error.max()):.3g}, max error/bound {worst:.3g}")
+        assert worst <= 1.0
+    padding = torch.arange(PT) >= torch.tensor(P_LENS)[:, None]
+    assert not got[0][padding].any() and not got[1][padding].any()  # exactly 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_projection_host_syncs(linear_ce_cuda, dtype):
+    """No host sync in the forward pass, at most one per backward call (CUDA's sync debug mode counts them)."""
+    import warnings
+
+    from frontend_backends.torch import linear_ce
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    shapes = ((2048, HID), (VOCAB, HID))
+    h, w = (torch.randn(s, device="cuda", generator=gen).to(dtype).requires_grad_() for s in shapes)
+    y = torch.randint(0, VOCAB, (2048,), device="cuda", generator=gen)
+    mask = torch.arange(2048, device="cuda") < 2000
+    off, on = torch.full((VOCAB,), 0.1 / VOCAB, device="cuda"), torch.full((VOCAB,), 0.9, device="cuda")
+    for dl in (torch.ones(2048, device="cuda"), torch.rand(2048, device="cuda", generator=gen)):
+        for _ in range(2):  # the first call compiles the kernels; the second is counted
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    loss = linear_ce.linear_label_smoothed_cross_entropy(h, w.T, None, y, off, on, None, mask, 512)
+                    forward_syncs = len(caught)
+                    torch.autograd.grad(loss, (h, w), dl)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+        syncs = [str(c.message)[:80] for c in caught]
+        assert forward_syncs == 0 and len(syncs) <= 1, syncs
