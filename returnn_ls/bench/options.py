@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also time the fused projection with this hidden size (needed by the linear_* cases)",
     )
     parser.add_argument("--smoothing", type=_fraction, default=0.1, help="label smoothing a (default 0.1)")
-    parser.add_argument("--backends", nargs="+", default=list(frontend_backends.backend_names()),
+    parser.add_argument("--backends", nargs="+", default=frontend_backends.available_backends(),
                         choices=frontend_backends.backend_names())  # fmt: skip
     parser.add_argument(
         "--mode",

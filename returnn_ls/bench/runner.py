@@ -255,8 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    _selected_cases(args)  # usage errors exit with 2 before anything runs
-    _check_backends(args)
+    if not args.worker:  # a worker runs one case its parent checked
+        _selected_cases(args)  # usage errors exit with 2 before anything runs
+        _check_backends(args)
     try:
         run_bench(args)
     except SystemExit as exc:
