@@ -203,24 +203,26 @@ def axes_of(x: Tensor, axis: Dim | Sequence[Dim], func: str) -> list[Dim]:
 
 
 def range_over_dim(dim: Dim, *, like: Tensor | None = None, dtype: str = "int32") -> Tensor:
-    """:return: ``[0, 1, ..., size-1]`` over ``[dim]``, with ``sparse_dim=dim``.
+    """:return: ``[0, 1, ..., size-1]`` over ``[dim]``, with ``sparse_dim=dim`` for an integer ``dtype``.
 
     :param like: the result goes to its device; if it has ``dim``, its axis length is used (for a dynamic dim,
-        else the max size)
+        else its capacity if declared, else the max size)
     """
     device = like.raw_tensor if like is not None else None
     if like is not None and dim in like.dims:
         backend = like.backend
         n = backend.axis_size(like.raw_tensor, like.dims.index(dim))
-    elif dim.dimension is not None:
-        backend, n = (like.backend if like is not None else _backend.selected_backend()), dim.dimension
+    elif dim.dimension is not None or dim.capacity is not None:
+        backend = like.backend if like is not None else _backend.selected_backend()
+        n = dim.dimension if dim.dimension is not None else dim.capacity
     elif dim.dyn_size_ext is not None:
         sizes = dim.dyn_size_ext
         backend, n = sizes.backend, sizes.backend.reduce("max", sizes.raw_tensor, range(len(sizes.dims)))
         device = device if device is not None else sizes.raw_tensor
     else:
         raise ValueError(f"range_over_dim: the sizes of {dim} are not known (pass like=, a tensor that has {dim})")
-    return Tensor(backend.arange(n, dtype, like=device), (dim,), sparse_dim=dim, backend=backend)
+    sparse_dim = dim if dtype.startswith("int") else None
+    return Tensor(backend.arange(n, dtype, like=device), (dim,), sparse_dim=sparse_dim, backend=backend)
 
 
 def sequence_mask(dim: Dim, like: Tensor | None = None) -> Tensor:

@@ -18,7 +18,7 @@ How a marked loss is reduced (RETURNN's definitions, :class:`Loss`):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -61,7 +61,7 @@ class RunCtx:
         expected_outputs: TensorDict | None = None,
     ):
         self.stage = stage
-        self._train_flags = [train_flag]
+        self._train_flags: list[dict[Callable | None, bool]] = [{None: train_flag}]  # None: for all functions
         self._step = step
         self._epoch = epoch
         self.losses: dict[str, Loss] = {}
@@ -72,13 +72,30 @@ class RunCtx:
 
     @property
     def train_flag(self) -> bool:
-        """:return: whether the model trains in this step (e.g. dropout is applied)"""
-        return self._train_flags[-1]
+        """:return: whether the model trains in this step (e.g. dropout is applied): ``is_train_flag_enabled()``"""
+        return self.is_train_flag_enabled(func=None)
+
+    def is_train_flag_enabled(self, *, func: Callable | None = None) -> bool:
+        """:return: whether the train flag is on for ``func`` (as RETURNN's): the flag set for it by
+        :meth:`train_flag_ctx`, else the global one
+
+        :param func: e.g. ``rf.dropout``, or None for the global flag
+        """
+        if func is not None and not callable(func):
+            raise TypeError(f"is_train_flag_enabled: func must be a function or None, got {type(func).__name__}")
+        flags = self._train_flags[-1]
+        return flags.get(func, flags[None])
 
     @contextmanager
-    def train_flag_ctx(self, train_flag: bool) -> Iterator[None]:
-        """Set ``train_flag`` inside the ``with`` block (e.g. ``False`` to switch dropout off)."""
-        self._train_flags.append(train_flag)
+    def train_flag_ctx(self, train_flag: bool, *, func: Callable | Sequence[Callable] | None = None) -> Iterator[None]:
+        """Set ``train_flag`` inside the ``with`` block (e.g. ``False`` to switch dropout off).
+
+        :param func: set it only for this function or these functions (e.g. ``rf.dropout``); None: globally
+        """
+        funcs = [None] if func is None else list(func) if isinstance(func, (list, tuple)) else [func]
+        if not all(f is None or callable(f) for f in funcs):
+            raise TypeError(f"train_flag_ctx: func must be a function, a list of functions or None, got {func!r}")
+        self._train_flags.append({**self._train_flags[-1], **dict.fromkeys(funcs, train_flag)})
         try:
             yield
         finally:

@@ -10,21 +10,22 @@ import numpy as np
 
 from frontend_backends import Backend, backend_name_of
 from returnn_ls import _backend
+from returnn_ls._tensor_extra import TensorExtraMixin
 from returnn_ls.dim import Dim
 
 __all__ = ["Tensor", "convert_to_tensor"]
 
 
-class Tensor:
+class Tensor(TensorExtraMixin):
     """A raw tensor whose axes are named by :class:`Dim` objects.
 
-    Operators (``+ - * / ** < <= > >= == != & | ~``, unary ``-`` and ``abs``) broadcast by dim identity:
+    Operators (``+ - * / // % ** < <= > >= == != & | ~``, unary ``-`` and ``abs``) broadcast by dim identity:
     the result has the dims of the left operand followed by the dims only the right one has.
     Use :func:`convert_to_tensor` to create one from user data.
     """
 
     __slots__ = ("raw_tensor", "dims", "dtype", "feature_dim", "sparse_dim", "backend", "log_softmax_of",
-                 "smoothed_log_softmax_of")  # fmt: skip
+                 "smoothed_log_softmax_of", "name")  # fmt: skip
     __hash__ = object.__hash__
 
     def __init__(
@@ -35,8 +36,10 @@ class Tensor:
         feature_dim: Dim | None = None,
         sparse_dim: Dim | None = None,
         backend: Backend | None = None,
+        name: str | None = None,
     ):
         self.backend = backend or _backend.backend_for_raw(raw_tensor)
+        self.name = name  # for messages (RETURNN's Tensor.name); kept by copy_template
         self.raw_tensor = raw_tensor
         self.dims = tuple(dims)
         self.dtype = self.backend.dtype(raw_tensor)
@@ -71,6 +74,7 @@ class Tensor:
             feature_dim=self.feature_dim,
             sparse_dim=self.sparse_dim,
             backend=self.backend,
+            name=self.name,
         )
 
     def concrete_value(self) -> np.ndarray | None:
@@ -148,6 +152,18 @@ class Tensor:
 
     def __rtruediv__(self, o):  # noqa: D105
         return self._bin("truediv", o, True)
+
+    def __floordiv__(self, o):  # noqa: D105
+        return self._bin("floordiv", o)
+
+    def __rfloordiv__(self, o):  # noqa: D105
+        return self._bin("floordiv", o, True)
+
+    def __mod__(self, o):  # noqa: D105
+        return self._bin("mod", o)
+
+    def __rmod__(self, o):  # noqa: D105
+        return self._bin("mod", o, True)
 
     def __pow__(self, o):  # noqa: D105
         return self._bin("pow", o)
@@ -235,6 +251,7 @@ def convert_to_tensor(
     dtype: str | None = None,
     sparse_dim: Dim | None = None,
     feature_dim: Dim | None = None,
+    name: str | None = None,
 ) -> Tensor:
     """Wrap a raw tensor, numpy array or Python value as a :class:`Tensor`.
 
@@ -244,6 +261,7 @@ def convert_to_tensor(
     :param dtype: cast to this dtype
     :param sparse_dim: for integer class indices: the dim of the classes
     :param feature_dim: the dim that holds features/labels (one of ``dims``)
+    :param name: stored as ``Tensor.name`` (for messages; as RETURNN's ``name``)
     """
     if isinstance(value, Tensor):
         return value
@@ -258,7 +276,7 @@ def convert_to_tensor(
             raise TypeError(f"convert_to_tensor: sparse_dim needs integer class indices, got dtype {value_dtype}")
     if feature_dim is not None and feature_dim not in dims:
         raise ValueError(f"convert_to_tensor: feature_dim {feature_dim} is not one of dims {list(dims)}")
-    return Tensor(raw, dims, feature_dim=feature_dim, sparse_dim=sparse_dim, backend=backend)
+    return Tensor(raw, dims, feature_dim=feature_dim, sparse_dim=sparse_dim, backend=backend, name=name)
 
 
 def is_scalar(value: Any) -> bool:
