@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from frontend_backends.array_kernels import ArrayKernels
 from frontend_backends.layer_kernels import LayerKernels
 
 #: Binary operations shared by all backends: the frameworks implement Python's operators elementwise with
@@ -37,6 +38,8 @@ BINARY_OPS: dict[str, Callable[[Any, Any], Any]] = {
     "sub": operator.sub,
     "mul": operator.mul,
     "truediv": operator.truediv,
+    "floordiv": operator.floordiv,  # rounds toward -inf (Python's, torch's and TensorFlow's)
+    "mod": operator.mod,  # the sign of the divisor (Python's, torch.remainder, tf.math.floormod)
     "pow": operator.pow,
     "lt": operator.lt,
     "le": operator.le,
@@ -55,7 +58,7 @@ UNARY_OPS = ("neg", "abs", "exp", "log", "log1p", "sqrt", "square", "relu", "tan
 REDUCE_OPS = ("sum", "mean", "max", "min", "logsumexp", "any", "all")
 
 
-class Backend(LayerKernels, ABC):
+class Backend(ArrayKernels, LayerKernels, ABC):
     """Base class of the backends: the abstract methods are the protocol, the others have slow-but-correct
     defaults built on them. The registry sets :attr:`name` to the registered name."""
 
@@ -126,6 +129,11 @@ class Backend(LayerKernels, ABC):
     def to_device_of(self, x: Any, like: Any) -> Any:
         """:return: ``x`` on the device of ``like`` (``x`` itself if it is there; default: ``x``, for frameworks
         that place ops themselves)"""
+        return x
+
+    def to_device(self, x: Any, device: str) -> Any:
+        """:return: ``x`` on ``device`` (``"cpu"``, ``"cuda:0"``; ``x`` itself if it is there; default: ``x``, for
+        frameworks that place ops themselves)"""
         return x
 
     def device_name(self, x: Any) -> str:

@@ -52,13 +52,32 @@ class LayerKernels(ABC):
         return out if bias is None else out + bias
 
     @abstractmethod
-    def conv1d(self, x: Any, filter: Any, bias: Any, padding: str, stride: int, dilation: int) -> Any:  # noqa: A002
+    def conv1d(
+        self, x: Any, filter: Any, bias: Any, padding: str | tuple[int, int], stride: int, dilation: int,  # noqa: A002
+        groups: int = 1,
+    ) -> Any:
         """1-D convolution (cross-correlation) over the time axis.
 
-        ``x`` is ``[*B, T, I]``, ``filter`` ``[O, I, K]`` (PyTorch's layout), ``bias`` ``[O]`` or None; the result
-        is ``[*B, T', O]``. ``padding="valid"``: no padding, ``T' = floor((T - (K-1)*dilation - 1) / stride) + 1``.
-        ``padding="same"``: ``T' = ceil(T / stride)``, zeros padded with ``p = max((T'-1)*stride +
+        ``x`` is ``[*B, T, I]``, ``filter`` ``[O, I / groups, K]`` (PyTorch's layout), ``bias`` ``[O]`` or None; the
+        result is ``[*B, T', O]``. ``padding="valid"``: no padding, ``T' = floor((T - (K-1)*dilation - 1) / stride)
+        + 1``. ``padding="same"``: ``T' = ceil(T / stride)``, zeros padded with ``p = max((T'-1)*stride +
         (K-1)*dilation + 1 - T, 0)`` frames in total, ``p // 2`` of them on the left (TensorFlow's ``"SAME"``).
+        ``padding=(left, right)``: that many zero frames on each side, then as ``"valid"``. ``groups``: the input
+        and output channels are split into ``groups`` equal parts, output part ``g`` sees input part ``g`` only
+        (``I`` and ``O`` are multiples of ``groups``).
+        """
+        raise NotImplementedError
+
+    @abstractmethod
+    def pool1d(
+        self, x: Any, mode: str, pool_size: int, stride: int, dilation: int, padding: str | tuple[int, int]
+    ) -> Any:
+        """1-D pooling over the time axis of ``x`` ``[*B, T, C]``: :return: ``[*B, T', C]``.
+
+        Output frame ``t`` reduces the input frames ``t * stride + k * dilation - left`` for ``k < pool_size``:
+        ``mode="max"``: their maximum; ``mode="avg"``: their mean (``dilation`` is 1 then). ``padding`` (``"valid"``,
+        ``"same"`` or ``(left, right)``) and ``T'`` are as in :meth:`conv1d`; padding frames are never the maximum
+        and are not counted in the mean (the mean is over the frames of the window inside ``[0, T)``).
         """
         raise NotImplementedError
 
@@ -82,6 +101,31 @@ class LayerKernels(ABC):
 
         :return: ``(out, h, c)``: ``out`` ``[*B, T, H]`` holds ``h_t`` at frame ``t`` (0 at padding frames),
             ``h`` and ``c`` ``[*B, H]`` the state after the last processed frame (``h0``, ``c0`` for length 0)
+        """
+        raise NotImplementedError
+
+    @abstractmethod
+    def zoneout_lstm(
+        self, x: Any, lengths: Any, h0: Any, c0: Any, rec_weight: Any, *, gate_order: str, forget_bias: float,
+        cell_keep: Any, output_keep: Any, zoneout_output: bool,
+    ) -> tuple[Any, Any, Any]:
+        """An LSTM layer with zoneout (Krueger et al. 2016), one frame after the other.
+
+        ``x`` is ``[*B, T, 4H]``: the input's part of the gates (``ff_weight @ x_t + bias``); ``lengths``, ``h0``,
+        ``c0`` as in :meth:`lstm`; ``rec_weight`` ``[4H, H]``. ``gate_order`` names the four blocks of ``4H``
+        (a permutation of ``"ijfo"``: input gate, cell input, forget gate, output gate). ``cell_keep`` and
+        ``output_keep``: the weight of the new value, a float or a raw tensor broadcastable to ``[*B, T, H]``
+        (a 0/1 mask while training, ``1 - zoneout factor`` in evaluation). Per frame::
+
+            i, j, f, o = split(x_t + rec_weight @ h_{t-1})  # in the order gate_order
+            c' = sigmoid(f + forget_bias) * c_{t-1} + sigmoid(i) * tanh(j);  h' = sigmoid(o) * tanh(c')
+            c_t = cell_keep_t * c' + (1 - cell_keep_t) * c_{t-1}
+            h_t = output_keep_t * h' + (1 - output_keep_t) * h_{t-1}
+            out_t = h_t if zoneout_output else h'
+
+        Padding frames leave the state unchanged and give output 0.
+
+        :return: ``(out, h, c)`` as in :meth:`lstm`
         """
         raise NotImplementedError
 

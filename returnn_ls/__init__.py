@@ -6,13 +6,32 @@ a backend's framework is imported when the backend is first used.
 
 from returnn_ls._backend import get_backend_name, select_backend, select_backend_tf, select_backend_torch
 from returnn_ls._validate import set_label_checks
+from returnn_ls.array_funcs import (
+    constant,
+    expand_dim,
+    expand_dims,
+    fill,
+    full,
+    ones,
+    ones_like,
+    reshape,
+    squeeze,
+    stack,
+    unstack,
+    zeros,
+    zeros_like,
+)
 from returnn_ls.dim import Dim, batch_dim
 from returnn_ls.gradient import scaled_gradient, scaled_gradient_ext, stop_gradient
+from returnn_ls.index_funcs import gather, search_sorted, top_k
 from returnn_ls.label_smoothing import label_smoothed_log_prob_gradient, label_smoothing, smooth_one_hot
 from returnn_ls.linear_ce import linear_label_smoothed_cross_entropy
 from returnn_ls.loss import cross_entropy, ctc_loss, label_relaxation_loss, label_smoothed_cross_entropy
+from returnn_ls.mask_funcs import masked_scatter, masked_select
+from returnn_ls.math_funcs import clip_by_value, cumsum, dot, log_add_exp, matmul, squared_difference
 from returnn_ls.nn import (
     LSTM,
+    BatchNorm,
     Conv1d,
     Embedding,
     Functional,
@@ -22,8 +41,12 @@ from returnn_ls.nn import (
     Module,
     ModuleList,
     Parameter,
+    ParameterList,
     Sequential,
     State,
+    ZoneoutLSTM,
+    build_dict,
+    build_from_dict,
     concat,
     concat_dim,
     concat_features,
@@ -33,7 +56,9 @@ from returnn_ls.nn import (
     init,
     leaky_relu,
     log_sigmoid,
+    max_pool1d,
     pack_padded,
+    pool1d,
     reduce_argmax,
     reduce_argmin,
     relu_square,
@@ -47,7 +72,6 @@ from returnn_ls.ops import (
     abs,
     cast,
     exp,
-    gather,
     log,
     log_softmax,
     maximum,
@@ -60,6 +84,7 @@ from returnn_ls.ops import (
     tanh,
     where,
 )
+from returnn_ls.random_funcs import random, random_normal, random_uniform
 from returnn_ls.reduce import reduce_logsumexp, reduce_max, reduce_mean, reduce_min, reduce_sum
 from returnn_ls.returnn_bridge import from_returnn, to_returnn
 from returnn_ls.run_ctx import (
@@ -71,6 +96,8 @@ from returnn_ls.run_ctx import (
     num_elements_of_shape,
     reset_run_ctx,
 )
+from returnn_ls.seq_funcs import pad, reverse_sequence, shift_left, shift_right
+from returnn_ls.slice_funcs import slice
 from returnn_ls.tensor import Tensor, convert_to_tensor
 from returnn_ls.tensor_dict import TensorDict
 
@@ -79,20 +106,31 @@ __version__ = "0.1.0"
 __all__ = [
     "abs",
     "batch_dim",
+    "BatchNorm",
+    "build_dict",
+    "build_from_dict",
     "cast",
+    "clip_by_value",
     "concat",
     "concat_dim",
     "concat_features",
+    "constant",
     "Conv1d",
     "convert_to_tensor",
     "cross_entropy",
     "ctc_loss",
+    "cumsum",
     "Dim",
+    "dot",
     "dropout",
     "elu",
     "Embedding",
     "exp",
+    "expand_dim",
+    "expand_dims",
+    "fill",
     "from_returnn",
+    "full",
     "Functional",
     "gather",
     "gelu",
@@ -110,18 +148,31 @@ __all__ = [
     "Linear",
     "linear_label_smoothed_cross_entropy",
     "log",
+    "log_add_exp",
     "log_sigmoid",
     "log_softmax",
     "Loss",
     "LSTM",
     "LstmState",
+    "masked_scatter",
+    "masked_select",
+    "matmul",
+    "max_pool1d",
     "maximum",
     "minimum",
     "Module",
     "ModuleList",
     "num_elements_of_shape",
+    "ones",
+    "ones_like",
     "pack_padded",
+    "pad",
     "Parameter",
+    "ParameterList",
+    "pool1d",
+    "random",
+    "random_normal",
+    "random_uniform",
     "range_over_dim",
     "reduce_argmax",
     "reduce_argmin",
@@ -133,9 +184,12 @@ __all__ = [
     "relu",
     "relu_square",
     "reset_run_ctx",
+    "reshape",
+    "reverse_sequence",
     "RunCtx",
     "scaled_gradient",
     "scaled_gradient_ext",
+    "search_sorted",
     "select_backend",
     "select_backend_tf",
     "select_backend_torch",
@@ -144,11 +198,17 @@ __all__ = [
     "Sequential",
     "set_label_checks",
     "set_random_seed",
+    "shift_left",
+    "shift_right",
     "sigmoid",
     "silu",
+    "slice",
     "smooth_one_hot",
     "softmax",
     "softplus",
+    "squared_difference",
+    "squeeze",
+    "stack",
     "State",
     "stop_gradient",
     "swish",
@@ -156,5 +216,10 @@ __all__ = [
     "Tensor",
     "TensorDict",
     "to_returnn",
+    "top_k",
+    "unstack",
     "where",
+    "zeros",
+    "zeros_like",
+    "ZoneoutLSTM",
 ]

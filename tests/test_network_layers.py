@@ -89,7 +89,8 @@ def _conv_numpy(x, lengths, filt, bias, padding, stride, dilation) -> np.ndarray
 
 
 @pytest.mark.parametrize(
-    "padding, strides, dilation", [("same", 1, 1), ("valid", 1, 1), ("same", 2, 1), ("valid", (1,), (2,))]
+    "padding, strides, dilation",
+    [("same", 1, 1), ("valid", 1, 1), ("same", 2, 1), ("same", 4, 1), ("valid", (1,), (2,))],  # stride 4: TF's SAME
 )
 def test_conv_layer_equals_numpy_convolution(backend, padding, strides, dilation):
     conv = {"class": "conv", "n_out": 5, "filter_size": (3,), "padding": padding.upper(), "strides": strides,

@@ -164,8 +164,8 @@ def test_conv1d_strided_equals_keras_conv1d_and_has_the_out_lengths(backend, rng
 
     in_dim, out_dim = Dim(2, name="in"), Dim(3, name="out")
     x, zeroed = _conv_input(rng, 2)
-    for padding in ("same", "valid"):
-        conv = rf.Conv1d(in_dim, out_dim, 3, padding=padding, strides=2)
+    for padding in ("same", "valid"):  # Keras's "same" is RETURNN's before behavior version 24: by the padded length
+        conv = rf.Conv1d(in_dim, out_dim, 3, padding=padding, strides=2, use_consistent_same_padding=False)
         batch, time = padded_dims(LENGTHS)
         y, out_time = conv(rf.convert_to_tensor(x, dims=[batch, time, in_dim]), in_spatial_dim=time)
         ref = keras.layers.Conv1D(3, 3, strides=2, padding=padding)
@@ -196,8 +196,10 @@ def test_conv1d_errors(backend):
         rf.Conv1d(in_dim, out_dim, 3, padding="causal")
     with pytest.raises(ValueError, match="Conv1d: filter_size must be an int >= 1"):
         rf.Conv1d(in_dim, out_dim, 0, padding="same")
-    with pytest.raises(ValueError, match="Conv1d: groups must be None or 1"):
+    with pytest.raises(ValueError, match=r"Conv1d: out_dim Dim\('out', 3\) is not divisible by groups=2"):
         rf.Conv1d(in_dim, out_dim, 3, padding="same", groups=2)
+    with pytest.raises(ValueError, match="Conv1d: groups must be an int >= 1"):
+        rf.Conv1d(in_dim, out_dim, 3, padding="same", groups=0)
     conv = rf.Conv1d(in_dim, out_dim, 3, padding="same")
     batch, time = padded_dims([2, 1])
     x = rf.convert_to_tensor(np.zeros((2, 2, 2), "float32"), dims=[batch, time, in_dim])

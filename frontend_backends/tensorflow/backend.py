@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from frontend_backends.base import Backend
 from frontend_backends.tensorflow import gradients, linear_ce, losses, nn
+from frontend_backends.tensorflow.array import TensorFlowArrayKernels
 
 _UNARY = {
     "neg": tf.negative,
@@ -54,7 +55,7 @@ def _in_float32_if_bfloat16(fn, x, axis):
     return tf.cast(fn(tf.cast(x, tf.float32), axis=axis), tf.bfloat16)
 
 
-class TensorFlowBackend(Backend):
+class TensorFlowBackend(TensorFlowArrayKernels, Backend):
     """The TensorFlow backend."""
 
     name = "tensorflow"
@@ -196,11 +197,17 @@ class TensorFlowBackend(Backend):
     def layer_norm(self, x: Any, scale: Any, bias: Any, num_axes: int, eps: float) -> Any:
         return nn.layer_norm(x, scale, bias, num_axes, eps)
 
-    def conv1d(self, x: Any, filter: Any, bias: Any, padding: str, stride: int, dilation: int) -> Any:  # noqa: A002
-        return nn.conv1d(x, filter, bias, padding, stride, dilation)
+    def conv1d(self, x: Any, filter: Any, bias: Any, padding, stride: int, dilation: int, groups: int = 1) -> Any:  # noqa: A002
+        return nn.conv1d(x, filter, bias, padding, stride, dilation, groups)
+
+    def pool1d(self, x: Any, mode: str, pool_size: int, stride: int, dilation: int, padding) -> Any:
+        return nn.pool1d(x, mode, pool_size, stride, dilation, padding)
 
     def lstm(self, x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse) -> tuple[Any, Any, Any]:
         return nn.lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse)
+
+    def zoneout_lstm(self, x, lengths, h0, c0, rec_weight, **options) -> tuple[Any, Any, Any]:
+        return nn.zoneout_lstm(x, lengths, h0, c0, rec_weight, **options)
 
     def random_generator(self, seed: int) -> Any:
         return nn.random_generator(seed)
@@ -221,4 +228,5 @@ class TensorFlowBackend(Backend):
         return nn.concat(xs, axis)
 
     def full(self, shape: Sequence[Any], value: float, dtype: str, like: Any = None) -> Any:
-        return tf.fill(tf.stack([tf.cast(n, tf.int32) for n in shape]), tf.constant(value, dtype=dtype))
+        dims = tf.stack([tf.cast(n, tf.int32) for n in shape]) if len(shape) else tf.zeros([0], tf.int32)  # rank 0
+        return tf.fill(dims, tf.constant(value, dtype=dtype))

@@ -21,7 +21,10 @@ from typing import Any
 
 import tensorflow as tf
 
-__all__ = ["activation", "concat", "conv1d", "dropout", "layer_norm", "linear", "lstm", "masked_select"]
+__all__ = [
+    "activation", "concat", "conv1d", "dropout", "layer_norm", "linear", "lstm", "masked_select", "pool1d",
+    "zoneout_lstm",
+]  # fmt: skip
 
 _ACTIVATIONS = {
     "gelu": lambda x: tf.nn.gelu(x, approximate=False),
@@ -70,13 +73,59 @@ def _flatten_batch(x: tf.Tensor, feature_axes: int) -> tuple[tf.Tensor, tf.Tenso
     return tf.reshape(x, [-1] + inner), lead
 
 
-def conv1d(x: tf.Tensor, filter, bias, padding: str, stride: int, dilation: int) -> tf.Tensor:  # noqa: A002
-    """See ``Backend.conv1d``: ``tf.nn.conv1d`` (its ``"SAME"`` padding is the one documented there)."""
+def conv1d(x: tf.Tensor, filter, bias, padding, stride: int, dilation: int, groups: int = 1) -> tf.Tensor:  # noqa: A002
+    """See ``Backend.conv1d``: ``tf.nn.conv1d`` on explicitly padded input (grouped when the filter has
+    ``I / groups`` input channels)."""
     flat, lead = _flatten_batch(x, 2)
-    kernel = tf.transpose(tf.cast(filter, x.dtype), [2, 1, 0])  # [K, I, O]
-    out = tf.nn.conv1d(flat, kernel, stride, padding.upper(), dilations=dilation)
+    kernel = tf.transpose(tf.cast(filter, x.dtype), [2, 1, 0])  # [K, I / groups, O]
+    padded, frames = _padded(flat, padding, filter.shape[2], stride, dilation, 0.0)
+    out = tf.nn.conv1d(padded, kernel, stride, "VALID", dilations=dilation)[:, :frames]
     if bias is not None:
         out = tf.nn.bias_add(out, tf.cast(bias, x.dtype))
+    return _unflatten(out, lead)
+
+
+def pool1d(x: tf.Tensor, mode: str, pool_size: int, stride: int, dilation: int, padding) -> tf.Tensor:
+    """See ``Backend.pool1d``: ``tf.nn.max_pool1d``/``avg_pool1d`` on explicitly padded input (``-inf`` for max;
+    zeros for avg, divided by the same pooling of ones). With ``dilation > 1``: ``tf.nn.pool`` with stride 1 (it
+    refuses both), then every ``stride``-th frame."""
+    flat, lead = _flatten_batch(x, 2)  # [N, T, C]
+
+    def pool(value: tf.Tensor, fill: float) -> tf.Tensor:
+        value, frames = _padded(value, padding, pool_size, stride, dilation, fill)
+        if dilation > 1:
+            return tf.nn.pool(value, [pool_size], "MAX", padding="VALID", dilations=[dilation])[:, ::stride][:, :frames]
+        op = tf.nn.max_pool1d if mode == "max" else tf.nn.avg_pool1d
+        return op(value, pool_size, stride, "VALID")[:, :frames]
+
+    if mode == "max":
+        return _unflatten(pool(flat, float("-inf")), lead)
+    out = pool(flat, 0.0)
+    if padding != "valid":
+        out = out / pool(tf.ones(tf.stack([1, tf.shape(flat)[1], 1]), x.dtype), 0.0)
+    return _unflatten(out, lead)
+
+
+def _padded(flat: tf.Tensor, padding, size: int, stride: int, dilation: int, fill: float) -> tuple:
+    """:return: ``flat`` ``[N, T, C]`` padded with ``fill`` as ``padding`` (``"valid"``, ``"same"``, ``(left, right)``;
+    see ``Backend.conv1d``) and to at least one window (TensorFlow's kernels refuse or misjudge shorter input), and
+    the number of output frames to keep"""
+    time = tf.shape(flat)[1]
+    if padding == "valid":
+        left, right = 0, 0
+    elif padding == "same":
+        total = tf.maximum(((time + stride - 1) // stride - 1) * stride + (size - 1) * dilation + 1 - time, 0)
+        left, right = total // 2, total - total // 2
+    else:
+        left, right = int(padding[0]), int(padding[1])
+    span, length = (size - 1) * dilation + 1, time + left + right
+    frames = tf.maximum((length - span) // stride + 1, 0)
+    pads = [[0, 0], [left, right + tf.maximum(span - length, 0)], [0, 0]]
+    return tf.pad(flat, pads, constant_values=tf.constant(fill, flat.dtype)), frames
+
+
+def _unflatten(out: tf.Tensor, lead: tf.Tensor) -> tf.Tensor:
+    """:return: ``out`` ``[N, ...]`` with its first axis split into the leading axes ``lead``"""
     return tf.reshape(out, tf.concat([lead, tf.shape(out)[1:]], 0))
 
 
@@ -198,3 +247,53 @@ def concat(xs: Sequence[tf.Tensor], axis: int) -> tf.Tensor:
     expanded = [tf.broadcast_to(x, tf.tensor_scatter_nd_update(target, [[axis]], tf.shape(x)[axis : axis + 1]))
                 for x in xs]  # fmt: skip
     return tf.concat(expanded, axis=axis)
+
+
+def zoneout_lstm(x, lengths, h0, c0, rec_weight, *, gate_order: str, forget_bias: float, cell_keep, output_keep,
+                 zoneout_output: bool):  # fmt: skip
+    """See ``Backend.zoneout_lstm``: a ``tf.while_loop`` over the frames (eagerly a Python loop; inside a
+    ``tf.function`` one loop op, for any number of frames)."""
+    hidden, dtype = rec_weight.shape[1], x.dtype
+    flat, lead = _flatten_batch(x, 2)  # [N, T, 4H]
+    time = tf.shape(flat)[1]
+    h0, c0 = _state(h0, lead, hidden, dtype), _state(c0, lead, hidden, dtype)
+    frames = [tf.transpose(flat, [1, 0, 2])]  # time-major [T, N, 4H]
+    if lengths is not None:
+        lengths = tf.reshape(tf.broadcast_to(tf.cast(lengths, tf.int32), lead), [-1])
+        frames.append(tf.transpose(tf.sequence_mask(lengths, time))[:, :, None])  # [T, N, 1]
+    keeps = []  # per keep: a float, or the index of its frames [T, N, H] in frames
+    for keep in (cell_keep, output_keep):
+        keeps.append(float(keep) if isinstance(keep, (int, float)) else len(frames))
+        if not isinstance(keep, (int, float)):
+            full = tf.broadcast_to(tf.cast(keep, dtype), tf.concat([lead, [time, hidden]], 0))
+            frames.append(tf.transpose(tf.reshape(full, [-1, time, hidden]), [1, 0, 2]))
+    rec_t = tf.transpose(tf.cast(rec_weight, dtype))
+    order = [gate_order.index(k) for k in "ijfo"]
+
+    def body(t, h, c, outs):
+        now = [f[t] for f in frames]
+        parts = tf.split(now[0] + tf.matmul(h, rec_t), 4, axis=-1)
+        i, j, f, o = (parts[k] for k in order)
+        c_new = tf.sigmoid(f + forget_bias) * c + tf.sigmoid(i) * tf.tanh(j)
+        h_new = tf.sigmoid(o) * tf.tanh(c_new)
+        c_next, h_next = _zoneout(c_new, c, keeps[0], now), _zoneout(h_new, h, keeps[1], now)
+        out = h_next if zoneout_output else h_new
+        if lengths is not None:
+            c_next, h_next = tf.where(now[1], c_next, c), tf.where(now[1], h_next, h)
+            out = tf.where(now[1], out, tf.zeros((), dtype))
+        return t + 1, h_next, c_next, outs.write(t, out)
+
+    outs = tf.TensorArray(dtype, size=time, element_shape=tf.TensorShape([None, hidden]))
+    _, h, c, outs = tf.while_loop(lambda t, *_: t < time, body, (tf.constant(0), h0, c0, outs))
+    out = tf.cond(time > 0, lambda: tf.transpose(outs.stack(), [1, 0, 2]),
+                  lambda: tf.zeros(tf.stack([tf.shape(h0)[0], 0, hidden]), dtype))  # fmt: skip
+    state_shape = tf.concat([lead, [hidden]], 0)
+    return tf.reshape(out, tf.concat([lead, [time, hidden]], 0)), tf.reshape(h, state_shape), tf.reshape(c, state_shape)
+
+
+def _zoneout(new: tf.Tensor, prev: tf.Tensor, keep, frame: list) -> tf.Tensor:
+    """:return: ``keep * new + (1 - keep) * prev``; ``keep`` a float or the index of its frame in ``frame``"""
+    if isinstance(keep, float):
+        return new if keep == 1.0 else keep * new + (1.0 - keep) * prev
+    keep = frame[keep]
+    return keep * new + (1.0 - keep) * prev

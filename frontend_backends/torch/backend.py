@@ -10,6 +10,7 @@ import torch
 
 from frontend_backends.base import Backend
 from frontend_backends.torch import ctc, custom_ops, linear_ce, losses, nn, smoothed_gradient
+from frontend_backends.torch.array import TorchArrayKernels
 
 _DTYPES = {
     "float16": torch.float16,
@@ -87,7 +88,7 @@ def _scaled_grad(grad, scale, shift, sum_axis, sum_weight) -> torch.Tensor:
     return torch.add(shift, grad, alpha=scale)
 
 
-class TorchBackend(Backend):
+class TorchBackend(TorchArrayKernels, Backend):
     """The PyTorch backend."""
 
     name = "torch"
@@ -105,6 +106,9 @@ class TorchBackend(Backend):
 
     def to_device_of(self, x: Any, like: Any) -> Any:
         return x if x.device == like.device else x.to(like.device, non_blocking=True)
+
+    def to_device(self, x: Any, device: str) -> Any:
+        return x if x.device == torch.device(device) else x.to(device)  # blocking: safe also from a GPU
 
     def device_name(self, x: Any) -> str:
         return str(x.device)
@@ -243,11 +247,17 @@ class TorchBackend(Backend):
     def layer_norm(self, x: Any, scale: Any, bias: Any, num_axes: int, eps: float) -> Any:
         return nn.layer_norm(x, scale, bias, num_axes, eps)
 
-    def conv1d(self, x: Any, filter: Any, bias: Any, padding: str, stride: int, dilation: int) -> Any:  # noqa: A002
-        return nn.conv1d(x, filter, bias, padding, stride, dilation)
+    def conv1d(self, x: Any, filter: Any, bias: Any, padding, stride: int, dilation: int, groups: int = 1) -> Any:  # noqa: A002
+        return nn.conv1d(x, filter, bias, padding, stride, dilation, groups)
+
+    def pool1d(self, x: Any, mode: str, pool_size: int, stride: int, dilation: int, padding) -> Any:
+        return nn.pool1d(x, mode, pool_size, stride, dilation, padding)
 
     def lstm(self, x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse) -> tuple[Any, Any, Any]:
         return nn.lstm(x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse)
+
+    def zoneout_lstm(self, x, lengths, h0, c0, rec_weight, **options) -> tuple[Any, Any, Any]:
+        return nn.zoneout_lstm(x, lengths, h0, c0, rec_weight, **options)
 
     def random_generator(self, seed: int) -> Any:
         return torch.Generator().manual_seed(seed)

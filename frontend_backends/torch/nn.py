@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["activation", "conv1d", "dropout", "embedding", "layer_norm", "linear", "lstm"]
+__all__ = ["activation", "conv1d", "dropout", "embedding", "layer_norm", "linear", "lstm", "pool1d", "zoneout_lstm"]
 
 #: The pre-activation given to the input and forget gates on padding frames: saturates sigmoid to exactly 0 and 1.
 _SATURATE = 1e4
@@ -58,16 +58,52 @@ def _flatten_batch(x: torch.Tensor, feature_axes: int) -> torch.Tensor:
     return x.reshape((x.shape[:-feature_axes].numel(),) + tuple(x.shape[-feature_axes:]))
 
 
-def conv1d(x: torch.Tensor, filter, bias, padding: str, stride: int, dilation: int) -> torch.Tensor:  # noqa: A002
+def conv_padding(padding, time: int, size: int, stride: int, dilation: int) -> tuple[int, int]:
+    """:return: the zero frames ``(left, right)`` of ``padding`` (``"valid"``, ``"same"`` or a pair) for ``time``
+    input frames and a window of ``size`` taps (see ``Backend.conv1d``)"""
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        out_len = -(-time // stride)
+        total = max((out_len - 1) * stride + (size - 1) * dilation + 1 - time, 0)
+        return total // 2, total - total // 2
+    return int(padding[0]), int(padding[1])
+
+
+def _windows(time: int, pads: tuple[int, int], size: int, stride: int, dilation: int) -> int:
+    """:return: the number of output frames of a window of ``size`` taps over ``time`` frames padded by ``pads``"""
+    return max((time + pads[0] + pads[1] - (size - 1) * dilation - 1) // stride + 1, 0)
+
+
+def conv1d(x: torch.Tensor, filter, bias, padding, stride: int, dilation: int, groups: int = 1) -> torch.Tensor:  # noqa: A002
     """See ``Backend.conv1d``: ``torch.nn.functional.conv1d``, padded explicitly (as TensorFlow's ``"SAME"``)."""
     batch_shape = x.shape[:-2]
     flat = _flatten_batch(x, 2).transpose(1, 2)  # [B, I, T]
-    if padding == "same":
-        time = flat.shape[2]
-        out_len = -(-time // stride)
-        total = max((out_len - 1) * stride + (filter.shape[2] - 1) * dilation + 1 - time, 0)
-        flat = F.pad(flat, (total // 2, total - total // 2))
-    out = F.conv1d(flat, filter, bias, stride=stride, dilation=dilation)
+    pads = conv_padding(padding, flat.shape[2], filter.shape[2], stride, dilation)
+    if _windows(flat.shape[2], pads, filter.shape[2], stride, dilation) == 0:  # the kernel refuses short inputs
+        return x.new_zeros(tuple(batch_shape) + (0, filter.shape[0]))
+    if pads != (0, 0):
+        flat = F.pad(flat, pads)
+    out = F.conv1d(flat, filter, bias, stride=stride, dilation=dilation, groups=groups)
+    return out.transpose(1, 2).reshape(batch_shape + out.shape[2:] + out.shape[1:2])
+
+
+def pool1d(x: torch.Tensor, mode: str, pool_size: int, stride: int, dilation: int, padding) -> torch.Tensor:
+    """See ``Backend.pool1d``: ``max_pool1d`` on input padded with ``-inf``; ``avg_pool1d`` on input padded with
+    zeros, divided by the same pooling of ones (the share of each window inside the input)."""
+    batch_shape = x.shape[:-2]
+    flat = _flatten_batch(x, 2).transpose(1, 2)  # [N, C, T]
+    time = flat.shape[2]
+    pads = conv_padding(padding, time, pool_size, stride, dilation)
+    if _windows(time, pads, pool_size, stride, dilation) == 0:
+        return x.new_zeros(tuple(batch_shape) + (0, x.shape[-1]))
+    if mode == "max":
+        flat = F.pad(flat, pads, value=float("-inf")) if pads != (0, 0) else flat
+        out = F.max_pool1d(flat, pool_size, stride, dilation=dilation)
+    else:
+        out = F.avg_pool1d(F.pad(flat, pads), pool_size, stride)
+        if pads != (0, 0):
+            out = out / F.avg_pool1d(F.pad(flat.new_ones((1, 1, time)), pads), pool_size, stride)
     return out.transpose(1, 2).reshape(batch_shape + out.shape[2:] + out.shape[1:2])
 
 
@@ -132,6 +168,53 @@ def _run(x, state, ff_weight, rec_weight, bias):
     # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
     out, h, c = torch._VF.lstm(x, state, params, bias is not None, 1, 0.0, train, False, True)
     return out, h[0], c[0]
+
+
+def zoneout_lstm(x, lengths, h0, c0, rec_weight, *, gate_order: str, forget_bias: float, cell_keep, output_keep,
+                 zoneout_output: bool):  # fmt: skip
+    """See ``Backend.zoneout_lstm``: one frame after the other (the zoneout between frames rules out the fused
+    kernel)."""
+    batch_shape, time, hidden = x.shape[:-2], x.shape[-2], rec_weight.shape[1]
+    flat = _flatten_batch(x, 2)  # [N, T, 4H]
+    h, c = (_broadcast_state(s, batch_shape, hidden, flat)[0] for s in (h0, c0))
+    keeps = [_per_frame(k, tuple(batch_shape) + (time, hidden), flat) for k in (cell_keep, output_keep)]
+    active = None
+    if lengths is not None:
+        lengths = lengths.to(flat.device).expand(batch_shape).reshape(-1, 1)
+        active = (torch.arange(time, device=flat.device)[None, :] < lengths)[:, :, None]  # [N, T, 1]
+    order = [gate_order.index(k) for k in "ijfo"]
+    rec_t = rec_weight.to(flat.dtype).t()
+    outs = []
+    for t in range(time):
+        parts = (flat[:, t] + h @ rec_t).chunk(4, dim=-1)
+        i, j, f, o = (parts[k] for k in order)
+        c_new = torch.sigmoid(f + forget_bias) * c + torch.sigmoid(i) * torch.tanh(j)
+        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        c_next, h_next = _zoneout(c_new, c, keeps[0], t), _zoneout(h_new, h, keeps[1], t)
+        out = h_next if zoneout_output else h_new
+        if active is not None:
+            c_next, h_next = torch.where(active[:, t], c_next, c), torch.where(active[:, t], h_next, h)
+            out = torch.where(active[:, t], out, 0.0)
+        c, h = c_next, h_next
+        outs.append(out)
+    out = torch.stack(outs, dim=1) if outs else flat.new_zeros(flat.shape[:2] + (hidden,))
+    state_shape = tuple(batch_shape) + (hidden,)
+    return out.reshape(tuple(batch_shape) + (time, hidden)), h.reshape(state_shape), c.reshape(state_shape)
+
+
+def _per_frame(keep, shape: tuple[int, ...], like: torch.Tensor):
+    """:return: a float ``keep`` as it is, a tensor one broadcast to ``shape`` ``[*B, T, H]`` as ``[N, T, H]``"""
+    if not isinstance(keep, torch.Tensor):
+        return float(keep)
+    return torch.broadcast_to(keep.to(device=like.device, dtype=like.dtype), shape).reshape((-1,) + shape[-2:])
+
+
+def _zoneout(new: torch.Tensor, prev: torch.Tensor, keep, t: int) -> torch.Tensor:
+    """:return: ``keep * new + (1 - keep) * prev`` at frame ``t``"""
+    if isinstance(keep, float):
+        return new if keep == 1.0 else keep * new + (1.0 - keep) * prev
+    keep = keep[:, t]
+    return keep * new + (1.0 - keep) * prev
 
 
 def dropout(x: torch.Tensor, drop_prob: float, broadcast_axes: Sequence[int], generator) -> torch.Tensor:

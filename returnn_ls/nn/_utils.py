@@ -8,6 +8,7 @@ from typing import Any
 from frontend_backends import Backend
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
+from returnn_ls.run_ctx import get_run_ctx
 from returnn_ls.tensor import Tensor
 
 
@@ -72,3 +73,11 @@ def lengths_over(dim: Dim, batch_dims: Sequence[Dim], func: str, name: str) -> T
     if extra:
         raise ValueError(f"{func}: the sizes of {name} {dim} vary along {extra}, which the source does not have")
     return sizes
+
+
+def train_flag(func: Any) -> bool:
+    """:return: whether the run context trains for ``func`` (e.g. ``BatchNorm.__call__``): RETURNN's
+    ``is_train_flag_enabled(func=...)`` where the run context has per-function flags, else its ``train_flag``"""
+    ctx = get_run_ctx()
+    enabled = getattr(ctx, "is_train_flag_enabled", None)
+    return bool(enabled(func=func)) if enabled is not None else bool(ctx.train_flag)

@@ -134,18 +134,28 @@ def concat_dim(*dims: Dim) -> Dim:
 
 
 def concat(
-    *sources: tuple[Tensor, Dim], allow_broadcast: bool = False, out_dim: Dim | None = None
-) -> tuple[Tensor, Dim]:
-    """Concatenate ``(tensor, dim)`` pairs along their (static) dims into one new dim of the summed size.
+    *sources: tuple[Tensor, Dim], allow_broadcast: bool = False, out_dim: Dim | None = None,
+    handle_dynamic_dims: bool | None = None,
+) -> tuple[Tensor, Dim]:  # fmt: skip
+    """Concatenate ``(tensor, dim)`` pairs along their dims into one new dim of the summed size.
 
     :param sources: pairs of a tensor and the dim of it to concatenate along
     :param allow_broadcast: whether the tensors may have different other dims (each is broadcast to all of them)
-    :param out_dim: the concatenated dim to use (its size must be the sum); default: ``concat_dim`` of the dims
+    :param out_dim: the concatenated dim to use (its size must be the sum); default: ``concat_dim`` of static dims,
+        ``dim_1 + dim_2 + ...`` (Dim arithmetic) with a dynamic one
+    :param handle_dynamic_dims: for dynamic dims (see :func:`returnn_ls.mask_funcs.concat_dynamic`): default True
+        when a dim before the last has padding: each sequence's frames are joined without the padding in between
     :return: the result, with ``out_dim`` at the place of the first source's dim, and ``out_dim``
 
     Example: ``y, y_dim = rf.concat((a, a_dim), (b, b_dim))``
     """
     func = "concat"
+    if any(isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], Dim) and pair[1].dimension is None
+           for pair in sources):  # fmt: skip
+        from returnn_ls.mask_funcs import concat_dynamic
+
+        return concat_dynamic(*sources, allow_broadcast=allow_broadcast, out_dim=out_dim,
+                              handle_dynamic_dims=handle_dynamic_dims)  # fmt: skip
     backend, others = _check_concat(sources, allow_broadcast, func)
     total = sum(dim.dimension for _, dim in sources)
     if out_dim is None:

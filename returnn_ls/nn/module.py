@@ -1,4 +1,4 @@
-"""``Module``, ``Functional``, ``ModuleList`` and ``Sequential``: model code in RETURNN's frontend style.
+"""``Module`` and ``Functional``: model code in RETURNN's frontend style (the lists are in :mod:`.container`).
 
 A module holds parameters (:class:`~returnn_ls.nn.Parameter`) and sub-modules as attributes; ``__call__`` computes
 its output. Parameters and sub-modules are found by walking the attributes, so no registration is needed.
@@ -11,7 +11,7 @@ from typing import Any
 
 from returnn_ls.nn.parameter import Parameter
 
-__all__ = ["Functional", "Module", "ModuleList", "Sequential"]
+__all__ = ["Functional", "Module"]
 
 
 class Module:
@@ -99,67 +99,3 @@ class Functional(Module):
 
     def __repr__(self) -> str:
         return f"<Functional {getattr(self.func, '__name__', self.func)!r}>"
-
-
-def _as_module(obj: Any) -> Module:
-    if isinstance(obj, Module):
-        return obj
-    if callable(obj):
-        return Functional(obj)
-    raise TypeError(f"expected an rf.Module or a function, got {type(obj).__name__}")
-
-
-class ModuleList(Module):
-    """A list of modules, named ``"0"``, ``"1"``, ...: ``ModuleList(a, b)``, ``ModuleList([a, b])``, slicing,
-    ``append`` and ``extend``.
-    """
-
-    def __init__(self, *modules: Any):
-        self._modules: list[Module] = []
-        for item in modules:
-            self.extend(item.values() if isinstance(item, dict) else item) if _iterable(item) else self.append(item)
-
-    def _attributes(self) -> Iterable[tuple[str, Any]]:
-        return [(str(i), m) for i, m in enumerate(self._modules)] + [
-            (k, v) for k, v in vars(self).items() if k != "_modules"
-        ]
-
-    def append(self, module: Any) -> ModuleList:
-        """Add one module (a function is wrapped in :class:`Functional`); :return: self"""
-        self._modules.append(_as_module(module))
-        return self
-
-    def extend(self, modules: Iterable[Any]) -> ModuleList:
-        """Add several modules; :return: self"""
-        for module in modules:
-            self.append(module)
-        return self
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules)
-
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return type(self)(self._modules[index])
-        return self._modules[index]
-
-    def __setitem__(self, index: int, module: Any) -> None:
-        self._modules[index] = _as_module(module)
-
-
-class Sequential(ModuleList):
-    """Modules called one after the other: ``Sequential(rf.Linear(a, b), rf.relu, rf.Linear(b, c))(x)``."""
-
-    def __call__(self, x: Any, **kwargs: Any) -> Any:
-        for module in self._modules:
-            x = module(x, **kwargs)
-        return x
-
-
-def _iterable(obj: Any) -> bool:
-    return isinstance(obj, (list, tuple, dict, ModuleList)) or (
-        not isinstance(obj, Module) and not callable(obj) and isinstance(obj, Iterable)
-    )

@@ -1,17 +1,20 @@
-"""``LayerNorm`` (as ``returnn.frontend.LayerNorm``, same parameters)."""
+"""``LayerNorm`` and ``BatchNorm`` (as ``returnn.frontend``, same parameters)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from returnn_ls import _validate
 from returnn_ls.dim import Dim
-from returnn_ls.nn._utils import check_input, check_static_dim, raw_param
+from returnn_ls.gradient import stop_gradient
+from returnn_ls.nn._utils import check_input, check_static_dim, raw_param, train_flag
 from returnn_ls.nn.module import Module
 from returnn_ls.nn.parameter import Parameter
-from returnn_ls.ops import align, common_backend
+from returnn_ls.ops import align, cast, common_backend, maximum, unary, where
+from returnn_ls.reduce import reduce_mean
 from returnn_ls.tensor import Tensor
 
-__all__ = ["LayerNorm"]
+__all__ = ["BatchNorm", "LayerNorm"]
 
 
 class LayerNorm(Module):
@@ -55,3 +58,106 @@ class LayerNorm(Module):
 
     def __repr__(self) -> str:
         return f"<LayerNorm {self.in_dim}>"
+
+
+class BatchNorm(Module):
+    """Batch normalization (Ioffe & Szegedy 2015) of ``in_dim``, with statistics over all the other dims.
+
+    Parameters (RETURNN's names, in its order): ``running_mean`` ``[in_dim]`` (0) and ``running_variance``
+    ``[in_dim]`` (1), auxiliary and not trainable (with ``track_running_stats``); ``gamma`` ``[in_dim]`` (1) and
+    ``beta`` ``[in_dim]`` (0) (with ``affine``). As RETURNN decides: while training (the run context's train flag
+    for ``BatchNorm.__call__``, i.e. ``rf.get_run_ctx().train_flag`` unless set for it alone) or without running
+    statistics, ``x`` is normalized with the mean and (biased) variance of the current batch, and the running
+    statistics move towards them by ``momentum``; otherwise with the running statistics:
+    ``(x - mean) / sqrt(variance + eps) * gamma + beta``.
+
+    Masking, as RETURNN: if ``x`` has dims with padding besides ``in_dim``, ``use_mask`` (None: True) leaves the
+    padding frames out of the statistics, and the running variance moves towards the biased variance; without
+    masking (``use_mask=False`` or no padding) the statistics run over all entries, padding included, and the running
+    variance moves towards the unbiased variance (``n / (n - 1)``, as ``torch.nn.functional.batch_norm``, the
+    kernel RETURNN uses then).
+
+    :param in_dim: the feature dim
+    :param affine: whether there are ``gamma`` and ``beta``
+    :param momentum: the weight of the current batch in the update of the running statistics
+    :param eps: added to the variance
+    :param track_running_stats: whether there are running statistics (False: batch statistics also in evaluation)
+    :param use_mask: whether padding frames are left out of the statistics (None: True)
+    :param distributed: None or False (statistics across workers are not supported)
+
+    Example::
+
+        norm = rf.BatchNorm(hidden_dim)
+        y = norm(x)  # x: [batch, time, hidden_dim]
+    """
+
+    def __init__(self, in_dim: Dim, *, affine: bool = True, momentum: float = 0.1, eps: float = 1e-3,
+                 track_running_stats: bool = True, use_mask: bool | None = None,
+                 distributed: bool | None = None):  # fmt: skip
+        func = "BatchNorm"
+        self.in_dim = check_static_dim(in_dim, "in_dim", func)
+        if use_mask is not None and not isinstance(use_mask, bool):
+            raise TypeError(f"{func}: use_mask must be None or a bool, got {type(use_mask).__name__}")
+        if distributed:
+            raise ValueError(f"{func}: distributed=True (statistics across workers) is not supported")
+        self.use_mask = use_mask
+        self.momentum = _validate.check_fraction(momentum, "momentum", func)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+            raise ValueError(f"{func}: eps must be a float >= 0, got {eps!r}")
+        self.eps = float(eps)
+        self.running_mean = Parameter([in_dim], initial=0.0, auxiliary=True) if track_running_stats else None
+        self.running_variance = Parameter([in_dim], initial=1.0, auxiliary=True) if track_running_stats else None
+        self.affine = affine
+        self.gamma = Parameter([in_dim], initial=1.0) if affine else None
+        self.beta = Parameter([in_dim], initial=0.0) if affine else None
+
+    def __call__(self, source: Tensor) -> Tensor:
+        check_input(source, "BatchNorm", ("in_dim", self.in_dim))
+        axes = [d for d in source.dims if d is not self.in_dim]
+        use_mask = any(d.is_padded() for d in axes) and self.use_mask is not False
+        train = train_flag(BatchNorm.__call__)
+        if self.running_mean is None or train:
+            mean, variance = _moments(source, axes, use_mask)
+            if self.running_mean is not None:
+                self._update(mean, variance, 1.0 if use_mask else _correction(source, axes))
+        else:
+            mean, variance = (cast(p, source.dtype) if p.dtype != source.dtype else p
+                              for p in (self.running_mean, self.running_variance))  # fmt: skip
+        out = (source - mean) / unary("sqrt", variance + self.eps)
+        if self.gamma is not None:
+            out = out * (cast(self.gamma, source.dtype) if self.gamma.dtype != source.dtype else self.gamma)
+            out = out + (cast(self.beta, source.dtype) if self.beta.dtype != source.dtype else self.beta)
+        out.feature_dim = self.in_dim
+        return out
+
+    def _update(self, mean: Tensor, variance: Tensor, correction: Tensor | float) -> None:
+        """Move the running statistics towards ``mean`` and ``variance * correction`` (no gradient); not for a batch
+        without frames (NaN statistics), as RETURNN."""
+        for param, value in ((self.running_mean, mean), (self.running_variance, variance * correction)):
+            value = stop_gradient(cast(value, param.dtype) if value.dtype != param.dtype else value)
+            param.assign(where(value == value, param + (value - param) * self.momentum, param))
+
+    def __repr__(self) -> str:
+        return f"<BatchNorm {self.in_dim}>"
+
+
+def _moments(source: Tensor, axes: list[Dim], use_mask: bool) -> tuple[Tensor, Tensor]:
+    """:return: mean and biased variance of ``source`` over ``axes`` (in float32 for half precision)"""
+    x = cast(source, "float32") if source.dtype in ("float16", "bfloat16") else source
+    mean = reduce_mean(x, axis=axes, use_mask=use_mask)
+    centered = x - mean
+    variance = reduce_mean(centered * centered, axis=axes, use_mask=use_mask)
+    if x is not source:
+        mean, variance = cast(mean, source.dtype), cast(variance, source.dtype)
+    return mean, variance
+
+
+def _correction(source: Tensor, axes: list[Dim]) -> Tensor | float:
+    """:return: ``n / (n - 1)`` for the ``n`` entries (padding included) of ``source`` per feature (1 for n = 1)"""
+    backend, n = source.backend, 1.0
+    for axis in axes:
+        size = backend.axis_size(source.raw_tensor, source.dims.index(axis))
+        n = n * (float(size) if isinstance(size, int) else Tensor(backend.cast(size, "float32"), (), backend=backend))
+    if isinstance(n, float):
+        return n / max(n - 1.0, 1.0)
+    return n / maximum(n - 1.0, 1.0)

@@ -25,7 +25,9 @@ class Parameter(Tensor):
     :param dtype: a float dtype
     :param initial: a :class:`~returnn_ls.nn.init.ParamInit`, a number, or a numpy array of the dims' sizes
         (default: Glorot uniform for two or more dims, zeros otherwise)
-    :param trainable: whether optimizers update it
+    :param trainable: whether optimizers update it (None: True, False for an ``auxiliary`` one, as RETURNN)
+    :param auxiliary: a parameter with an update of its own, not the optimizer's (e.g. the running statistics of
+        :class:`~returnn_ls.nn.normalization.BatchNorm`), as RETURNN's flag
 
     As in RETURNN, assigning ``initial`` after creation re-initialises the value::
 
@@ -33,7 +35,7 @@ class Parameter(Tensor):
         self.weight.initial = rf.init.Glorot()
     """
 
-    __slots__ = ("trainable", "_initial")
+    __slots__ = ("trainable", "auxiliary", "_initial")
 
     def __init__(
         self,
@@ -41,15 +43,18 @@ class Parameter(Tensor):
         dtype: str = "float32",
         *,
         initial: Any = None,
-        trainable: bool = True,
+        trainable: bool | None = None,
+        auxiliary: bool = False,
     ):
         dims = tuple(dims)
         if not all(isinstance(d, Dim) and d.dimension is not None for d in dims):
             raise ValueError(f"Parameter: dims must be static Dims, got {list(dims)}")
         value = _initial_value(dims, dtype, initial)
+        trainable = not auxiliary if trainable is None else trainable
         backend = _backend.selected_backend()
         super().__init__(backend.create_parameter(value, trainable), dims, backend=backend)
         self.trainable = trainable
+        self.auxiliary = auxiliary
         self._initial = initial
 
     @property

@@ -1,10 +1,12 @@
-"""``LSTM`` and ``LstmState`` (as ``returnn.frontend.LSTM``, same parameters), on the framework's fused kernel."""
+"""``LSTM``, ``LstmState`` and ``ZoneoutLSTM`` (as ``returnn.frontend``, same parameters); the LSTM on the
+framework's fused kernel."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from returnn_ls import _validate
 from returnn_ls.dim import Dim
 from returnn_ls.nn import _utils, init
 from returnn_ls.nn.module import Module
@@ -13,7 +15,7 @@ from returnn_ls.nn.state import State
 from returnn_ls.ops import align, cast, common_backend
 from returnn_ls.tensor import Tensor
 
-__all__ = ["LSTM", "LstmState"]
+__all__ = ["LSTM", "LstmState", "ZoneoutLSTM"]
 
 
 class LstmState(State):
@@ -126,3 +128,96 @@ class LSTM(Module):
 
     def __repr__(self) -> str:
         return f"<LSTM {self.in_dim} -> {self.out_dim}{', reverse' if self.reverse else ''}>"
+
+
+class ZoneoutLSTM(LSTM):
+    """An LSTM with zoneout (Krueger et al. 2016): while training, each unit of the cell (output) state keeps its
+    previous value with probability ``zoneout_factor_cell`` (``_output``) per frame; in evaluation the new state is
+    ``(1 - factor) * new + factor * previous``. Frame by frame (``Backend.zoneout_lstm``), not on the fused kernel.
+
+    Parameters as :class:`LSTM` (RETURNN's names): ``ff_weight`` ``[4*out_dim, in_dim]``, ``rec_weight``
+    ``[4*out_dim, out_dim]``, ``bias`` ``[4*out_dim]``; the gate blocks in the order ``parts_order``. As RETURNN,
+    the masks vary along ``out_dim`` only and are shared over the batch dims while ``dropout_broadcast`` is True
+    (RETURNN's default ``rf_dropout_broadcast``; set the attribute to False for masks over all dims).
+
+    :param in_dim: input features
+    :param out_dim: the number of units
+    :param with_bias: whether there is a bias
+    :param zoneout_factor_cell: the zoneout probability of the cell state (0: none; 0.15 is common)
+    :param zoneout_factor_output: the zoneout probability of the output state (0: none; 0.05 is common)
+    :param use_zoneout_output: True: the output is the zoned-out ``h`` (the paper's); False: the ``h`` before zoneout
+        (older RETURNN)
+    :param forget_bias: added to the forget gate (RETURNN's TF ``ZoneoutLSTM`` used 1.0)
+    :param parts_order: the order of the gate blocks: ``i`` input gate, ``f`` forget gate, ``o`` output gate,
+        ``c``/``g``/``j`` cell input; ``"ifco"`` (PyTorch's and :class:`LSTM`'s), ``"icfo"`` (RETURNN's TF
+        ``ZoneoutLSTM``), ``"cifo"`` (RETURNN's ``NativeLstm2``)
+
+    Example::
+
+        lstm = rf.ZoneoutLSTM(in_dim, Dim(10, name="lstm"), zoneout_factor_cell=0.15, zoneout_factor_output=0.05)
+        y, state = lstm(x, state=lstm.default_initial_state(batch_dims=[batch_dim]), spatial_dim=time_dim)
+    """
+
+    def __init__(self, in_dim: Dim, out_dim: Dim, *, with_bias: bool = True, zoneout_factor_cell: float = 0.0,
+                 zoneout_factor_output: float = 0.0, use_zoneout_output: bool = True, forget_bias: float = 0.0,
+                 parts_order: str = "ifco"):  # fmt: skip
+        func = "ZoneoutLSTM"
+        super().__init__(in_dim, out_dim, with_bias=with_bias)
+        for name, factor in (("zoneout_factor_cell", zoneout_factor_cell), ("zoneout_factor_output",
+                                                                            zoneout_factor_output)):
+            if isinstance(factor, Tensor):
+                raise TypeError(f"{func}: {name} must be a float in [0, 1), not a Tensor")
+        self.zoneout_factor_cell = _validate.check_fraction(zoneout_factor_cell, "zoneout_factor_cell", func,
+                                                            upper_open=True)  # fmt: skip
+        self.zoneout_factor_output = _validate.check_fraction(zoneout_factor_output, "zoneout_factor_output", func,
+                                                              upper_open=True)  # fmt: skip
+        self.use_zoneout_output = bool(use_zoneout_output)
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
+            raise TypeError(f"{func}: forget_bias must be a float, got {type(forget_bias).__name__}")
+        self.forget_bias = float(forget_bias)
+        order = parts_order.replace("c", "j").replace("g", "j") if isinstance(parts_order, str) else None
+        if order is None or len(order) != 4 or set(order) != set("ijfo"):
+            raise ValueError(f"{func}: parts_order must be a permutation of 'ifco' ('c', 'g' or 'j': the cell input), "
+                             f"got {parts_order!r}")  # fmt: skip
+        self.parts_order = order
+        self.dropout_broadcast = True
+
+    def __call__(self, source: Tensor, *, state: LstmState | None = None, spatial_dim: Dim) -> tuple[Tensor, LstmState]:
+        """:return: the output over the dims of ``source`` with ``out_dim`` instead of ``in_dim`` (0 at padding
+        frames), and the state after each sequence's last frame; arguments as :meth:`LSTM.__call__`"""
+        func = "ZoneoutLSTM"
+        _utils.check_input(source, func, ("in_dim", self.in_dim), ("spatial_dim", spatial_dim))
+        if spatial_dim is self.in_dim:
+            raise ValueError(f"{func}: spatial_dim must differ from in_dim {self.in_dim}")
+        backend = common_backend(source, self.ff_weight)
+        batch = tuple(d for d in source.dims if d not in (spatial_dim, self.in_dim))
+        lengths = _utils.lengths_over(spatial_dim, batch, func, "spatial_dim")
+        h0, c0 = self._initial(state, batch, source)
+        ff_weight = backend.transpose(_utils.raw_param(self.ff_weight, source), [1, 0])  # [in, 4*out]
+        bias = _utils.raw_param(self.bias, source) if self.bias is not None else None
+        x = backend.linear(align(source, batch + (spatial_dim, self.in_dim)), ff_weight, bias)
+        out, h, c = backend.zoneout_lstm(
+            x, align(lengths, batch) if lengths is not None else None, h0, c0,
+            _utils.raw_param(self.rec_weight, source), gate_order=self.parts_order, forget_bias=self.forget_bias,
+            cell_keep=self._keep(self.zoneout_factor_cell, x, len(batch)),
+            output_keep=self._keep(self.zoneout_factor_output, x, len(batch)), zoneout_output=self.use_zoneout_output,
+        )  # fmt: skip
+        state_dims = batch + (self.out_dim,)
+        new_state = LstmState(h=Tensor(h, state_dims, feature_dim=self.out_dim, backend=backend),
+                              c=Tensor(c, state_dims, feature_dim=self.out_dim, backend=backend))  # fmt: skip
+        return Tensor(out, batch + (spatial_dim, self.out_dim), feature_dim=self.out_dim, backend=backend), new_state
+
+    def _keep(self, factor: float, x: Any, num_batch: int) -> Any:
+        """:return: the weight of the new state: ``1 - factor`` in evaluation, a 0/1 mask ``[*B or 1s, T, H]`` (1 with
+        probability ``1 - factor``, new per frame) while training"""
+        if factor == 0.0 or not _utils.train_flag(ZoneoutLSTM.__call__):
+            return 1.0 - factor
+        backend = common_backend(self.ff_weight)
+        shape = [backend.axis_size(x, i) if not self.dropout_broadcast else 1 for i in range(num_batch)]
+        shape += [backend.axis_size(x, num_batch), self.out_dim.dimension]
+        ones = backend.full(shape, 1.0, backend.dtype(x), like=x)
+        kept = backend.dropout(ones, factor, [], init.get_generator(backend))
+        return backend.cast(backend.binary("gt", kept, 0.0), backend.dtype(x))
+
+    def __repr__(self) -> str:
+        return f"<ZoneoutLSTM {self.in_dim} -> {self.out_dim}>"

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from _mini_backend import layers
+from _mini_backend.array import MiniArrayKernels
 from frontend_backends.base import BINARY_OPS, Backend
 
 __all__ = ["MiniBackend", "generator_states", "np_dtype", "restore_generator_states"]
@@ -123,7 +125,7 @@ def _state(state, batch_shape: tuple[int, ...], size: int, dtype) -> np.ndarray:
     return np.broadcast_to(state, batch_shape + (size,)).reshape(-1, size).astype(dtype)
 
 
-class MiniBackend(Backend):
+class MiniBackend(MiniArrayKernels, Backend):
     """The NumPy backend: forward values only (see the module docstring); numpy has no bfloat16 (a TypeError).
 
     Parameters (:meth:`create_parameter`) are kept in float64 whatever the initial value's dtype, so that the
@@ -258,20 +260,14 @@ class MiniBackend(Backend):
     def embedding(self, weight: Any, indices: Any) -> Any:
         return np.take(weight, np.asarray(indices, np.int64), axis=0)
 
-    def conv1d(self, x: Any, filter: Any, bias: Any, padding: str, stride: int, dilation: int) -> Any:  # noqa: A002
-        batch, (time, _), width = x.shape[:-2], x.shape[-2:], filter.shape[2]
-        flat = x.reshape((-1,) + x.shape[-2:])
-        if padding == "same":
-            out_len = -(-time // stride)
-            total = max((out_len - 1) * stride + (width - 1) * dilation + 1 - time, 0)
-            flat = np.pad(flat, ((0, 0), (total // 2, total - total // 2), (0, 0)))
-        out_len = (flat.shape[1] - (width - 1) * dilation - 1) // stride + 1
-        out = np.zeros((len(flat), max(out_len, 0), filter.shape[0]), np.result_type(x, filter))
-        for k in range(width):  # one filter tap at a time: out[t] += x[t * stride + k * dilation] @ filter[:, :, k].T
-            start = k * dilation
-            out = out + flat[:, start : start + (out_len - 1) * stride + 1 : stride] @ filter[:, :, k].T
-        out = out if bias is None else out + bias
-        return out.reshape(batch + out.shape[1:])
+    def conv1d(self, x: Any, filter: Any, bias: Any, padding, stride: int, dilation: int, groups: int = 1) -> Any:  # noqa: A002
+        return layers.conv1d(x, filter, bias, padding, stride, dilation, groups)
+
+    def pool1d(self, x: Any, mode: str, pool_size: int, stride: int, dilation: int, padding) -> Any:
+        return layers.pool1d(x, mode, pool_size, stride, dilation, padding)
+
+    def zoneout_lstm(self, x, lengths, h0, c0, rec_weight, **options) -> tuple[Any, Any, Any]:
+        return layers.zoneout_lstm(x, lengths, h0, c0, rec_weight, **options)
 
     def lstm(self, x, lengths, h0, c0, ff_weight, rec_weight, bias, reverse) -> tuple[Any, Any, Any]:
         batch, time, size = x.shape[:-2], x.shape[-2], rec_weight.shape[1]

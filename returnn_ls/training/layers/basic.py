@@ -103,7 +103,8 @@ class LayerNormLayer(ConcatInputLayer):
 
 class ConvLayer(ConcatInputLayer):
     """``conv``, 1-D over the time dim (``rf.Conv1d``): RETURNN's ``filter_size`` is a tuple of one int,
-    ``padding`` ``"same"`` (``ceil(T / strides)`` frames) or ``"valid"``; ``with_bias`` defaults to True (RETURNN
+    ``padding`` ``"same"`` (``ceil(T / strides)`` frames; with ``strides > 1`` padded as TensorFlow's ``"SAME"`` for
+    the padded length of the batch, as RETURNN's layer) or ``"valid"``; ``with_bias`` defaults to True (RETURNN
     since behavior version 10)."""
 
     name = "conv"
@@ -160,8 +161,10 @@ class ConvLayer(ConcatInputLayer):
 
     def build(self, layer: Layer) -> Module:
         size, padding, stride, dilation = self._geometry(layer.opts)
+        # RETURNN's TF ConvLayer pads "same" as TensorFlow's "SAME" for the padded length of the batch
         return rf.Conv1d(layer.in_node.dim, layer.node.dim, size, padding=padding, strides=stride,
-                         dilation_rate=dilation, with_bias=bool(layer.opts["with_bias"]))  # fmt: skip
+                         dilation_rate=dilation, with_bias=bool(layer.opts["with_bias"]),
+                         use_consistent_same_padding=False)  # fmt: skip
 
     def forward(self, ctx: Context, x: Tensor) -> Tensor:
         in_time, out_time = ctx.layer.in_node.time, ctx.layer.node.time
