@@ -147,7 +147,7 @@ def concat_dynamic(*sources: tuple[Tensor, Dim], allow_broadcast: bool = False, 
     between, and ``out_dim`` (default ``dim_1 + dim_2 + ...``) has the summed sizes; without, the padded tensors are
     joined as they are (``out_dim``: the summed padded lengths, no sizes)."""
     func = "concat"
-    backend, others = _check_sources(sources, allow_broadcast, func)
+    backend, others = check_concat_sources(sources, allow_broadcast, func)
     need = any(dim.need_masking() for _, dim in sources[:-1])
     handle = need if handle_dynamic_dims is None else bool(handle_dynamic_dims)
     lengths = [dim_length(dim, src) for src, dim in sources]
@@ -174,7 +174,7 @@ def _length_dim(backend: Backend, total: Any) -> Dim:
     return dim_of_size(total if isinstance(total, int) else Tensor(total, (), backend=backend), "concat")
 
 
-def _check_sources(sources: tuple, allow_broadcast: bool, func: str) -> tuple[Backend, list[Dim]]:
+def check_concat_sources(sources: tuple, allow_broadcast: bool, func: str) -> tuple[Backend, list[Dim]]:
     """:return: the backend of ``sources`` and their other dims (first appearance order), after checking them"""
     if not sources:
         raise ValueError(f"{func}: give at least one (tensor, dim) pair")

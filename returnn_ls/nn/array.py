@@ -9,7 +9,7 @@ from typing import Any
 from frontend_backends import Backend
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
-from returnn_ls.ops import align, axes_of, common_backend, sequence_mask, where
+from returnn_ls.ops import align, axes_of, sequence_mask, where
 from returnn_ls.tensor import Tensor
 
 __all__ = ["concat", "concat_dim", "concat_features", "pack_padded", "reduce_argmax", "reduce_argmin"]
@@ -173,24 +173,15 @@ def concat(
 
 
 def _check_concat(sources: tuple, allow_broadcast: bool, func: str) -> tuple[Backend, list[Dim]]:
-    """:return: the backend of ``sources`` and their other dims (first appearance order), after checking them"""
-    if not sources:
-        raise ValueError(f"{func}: give at least one (tensor, dim) pair")
-    for i, pair in enumerate(sources):
-        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], Tensor)):
-            raise TypeError(f"{func}: sources[{i}] must be a (Tensor, Dim) pair, got {type(pair).__name__}")
-        axes_of(pair[0], pair[1], func)
-        if pair[1].dimension is None:
-            raise ValueError(f"{func}: sources[{i}] dim {pair[1]} is dynamic; only static dims can be concatenated")
-    first_src, first_dim = sources[0]
-    others = [d for d in first_src.dims if d is not first_dim]
-    for i, (src, dim) in enumerate(sources[1:], 1):
-        rest = [d for d in src.dims if d is not dim]
-        if not allow_broadcast and set(map(id, rest)) != set(map(id, others)):
-            raise ValueError(f"{func}: sources[{i}] has other dims {rest} than sources[0] {others}; "
-                             "pass allow_broadcast=True to broadcast")  # fmt: skip
-        others += [d for d in rest if d not in others]
-    return common_backend(*(src for src, _ in sources)), others
+    """:return: the backend of ``sources`` and their other dims (first appearance order), after checking them
+    (:func:`returnn_ls.mask_funcs.check_concat_sources`) and that the concatenated dims are static"""
+    from returnn_ls.mask_funcs import check_concat_sources
+
+    backend, others = check_concat_sources(sources, allow_broadcast, func)
+    for i, (_, dim) in enumerate(sources):
+        if dim.dimension is None:
+            raise ValueError(f"{func}: sources[{i}] dim {dim} is dynamic; only static dims can be concatenated")
+    return backend, others
 
 
 def concat_features(*sources: Tensor, allow_broadcast: bool = False) -> Tensor:

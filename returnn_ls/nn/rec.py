@@ -75,14 +75,7 @@ class LSTM(Module):
             broadcast); None: zeros
         :param spatial_dim: the dim to run over; its sizes (``dyn_size_ext``) give each sequence's length
         """
-        func = "LSTM"
-        _utils.check_input(source, func, ("in_dim", self.in_dim), ("spatial_dim", spatial_dim))
-        if spatial_dim is self.in_dim:
-            raise ValueError(f"{func}: spatial_dim must differ from in_dim {self.in_dim}")
-        backend = common_backend(source, self.ff_weight)
-        batch = tuple(d for d in source.dims if d not in (spatial_dim, self.in_dim))
-        lengths = _utils.lengths_over(spatial_dim, batch, func, "spatial_dim")
-        h0, c0 = self._initial(state, batch, source)
+        backend, batch, lengths, (h0, c0) = self._prepare(source, state, spatial_dim, "LSTM")
         bias = _utils.raw_param(self.bias, source) if self.bias is not None else None
         out, h, c = backend.lstm(
             align(source, batch + (spatial_dim, self.in_dim)),
@@ -95,6 +88,16 @@ class LSTM(Module):
             c=Tensor(c, state_dims, feature_dim=self.out_dim, backend=backend),
         )
         return Tensor(out, batch + (spatial_dim, self.out_dim), feature_dim=self.out_dim, backend=backend), new_state
+
+    def _prepare(self, source: Tensor, state: Any, spatial_dim: Dim, func: str) -> tuple[Any, tuple, Any, tuple]:
+        """Check the input; :return: the backend, the batch dims, the sequence lengths (or None) and ``(h0, c0)``"""
+        _utils.check_input(source, func, ("in_dim", self.in_dim), ("spatial_dim", spatial_dim))
+        if spatial_dim is self.in_dim:
+            raise ValueError(f"{func}: spatial_dim must differ from in_dim {self.in_dim}")
+        backend = common_backend(source, self.ff_weight)
+        batch = tuple(d for d in source.dims if d not in (spatial_dim, self.in_dim))
+        lengths = _utils.lengths_over(spatial_dim, batch, func, "spatial_dim")
+        return backend, batch, lengths, self._initial(state, batch, source)
 
     def _initial(self, state: Any, batch: tuple[Dim, ...], source: Tensor) -> tuple[Any, Any]:
         """:return: raw ``h0``, ``c0`` aligned to ``batch + [out_dim]`` (size 1 where a batch dim is missing)"""
@@ -186,13 +189,7 @@ class ZoneoutLSTM(LSTM):
         """:return: the output over the dims of ``source`` with ``out_dim`` instead of ``in_dim`` (0 at padding
         frames), and the state after each sequence's last frame; arguments as :meth:`LSTM.__call__`"""
         func = "ZoneoutLSTM"
-        _utils.check_input(source, func, ("in_dim", self.in_dim), ("spatial_dim", spatial_dim))
-        if spatial_dim is self.in_dim:
-            raise ValueError(f"{func}: spatial_dim must differ from in_dim {self.in_dim}")
-        backend = common_backend(source, self.ff_weight)
-        batch = tuple(d for d in source.dims if d not in (spatial_dim, self.in_dim))
-        lengths = _utils.lengths_over(spatial_dim, batch, func, "spatial_dim")
-        h0, c0 = self._initial(state, batch, source)
+        backend, batch, lengths, (h0, c0) = self._prepare(source, state, spatial_dim, func)
         ff_weight = backend.transpose(_utils.raw_param(self.ff_weight, source), [1, 0])  # [in, 4*out]
         bias = _utils.raw_param(self.bias, source) if self.bias is not None else None
         x = backend.linear(align(source, batch + (spatial_dim, self.in_dim)), ff_weight, bias)
