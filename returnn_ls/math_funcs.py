@@ -14,11 +14,11 @@ from frontend_backends.common import result_dtype
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
 from returnn_ls.ops import (
-    _prepare,
     _result,
     align,
     axes_of,
     binary,
+    broadcast_pair,
     cast,
     check_lengths,
     common_backend,
@@ -101,12 +101,7 @@ def squared_difference(a: Any, b: Any) -> Tensor:
 def log_add_exp(a: Any, b: Any) -> Tensor:
     """:return: ``log(exp(a) + exp(b))`` computed stably (``-inf`` where both are ``-inf``), broadcast by dims.
     Example: ``total = rf.log_add_exp(log_p_blank, log_p_label)``"""
-    backend = common_backend(a, b)
-    check_lengths(a, b)
-    dims = merge_dims(a, b)
-    ra, rb = _prepare([a, b], dims)
-    if is_scalar(ra) and is_scalar(rb):
-        raise TypeError("log_add_exp: a or b must be a Tensor")
+    backend, dims, ra, rb = broadcast_pair(a, b, "log_add_exp")
     like = a if isinstance(a, Tensor) else b
     if like.dtype not in ("float16", "bfloat16", "float32", "float64"):
         raise TypeError(f"log_add_exp: needs float operands, got dtype {like.dtype}")

@@ -109,14 +109,24 @@ def _result(raw: Any, dims: tuple[Dim, ...], backend: Backend, *sources: Any) ->
     return Tensor(raw, dims, feature_dim=feature, backend=backend)
 
 
-def binary(op: str, a: Any, b: Any) -> Tensor:
-    """Elementwise ``op`` (see ``frontend_backends.base.BINARY_OPS``) of two Tensors or a Tensor and a number."""
+def broadcast_pair(a: Any, b: Any, func: str) -> tuple[Backend, tuple[Dim, ...], Any, Any]:
+    """Align two operands (Tensors, or one a number) to their merged dims and common dtype.
+
+    :return: ``(backend, dims, raw a, raw b)``; a number stays a number
+    :raise TypeError: naming ``func`` if neither is a Tensor
+    """
     backend = common_backend(a, b)
     check_lengths(a, b)
     dims = merge_dims(a, b)
     ra, rb = _prepare([a, b], dims)
     if is_scalar(ra) and is_scalar(rb):
-        raise TypeError("binary: at least one operand must be a Tensor")
+        raise TypeError(f"{func}: at least one operand must be a Tensor")
+    return backend, dims, ra, rb
+
+
+def binary(op: str, a: Any, b: Any) -> Tensor:
+    """Elementwise ``op`` (see ``frontend_backends.base.BINARY_OPS``) of two Tensors or a Tensor and a number."""
+    backend, dims, ra, rb = broadcast_pair(a, b, "binary")
     return _result(backend.binary(op, ra, rb), dims, backend, a, b)
 
 
