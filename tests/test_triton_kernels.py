@@ -21,9 +21,10 @@ import sys
 import pytest
 
 torch = pytest.importorskip("torch")
-_COMPILED = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-if not _COMPILED:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from _triton_helpers import COMPILED as _COMPILED  # noqa: E402  - sets TRITON_INTERPRET before triton is imported
+from _triton_helpers import DEVICE  # noqa: E402
+from _triton_helpers import smoothing_coefficients as _coefficients  # noqa: E402
+
 pytest.importorskip("triton")
 
 import torch.nn.functional as F  # noqa: E402
@@ -32,7 +33,6 @@ import returnn_ls as rf  # noqa: E402
 from frontend_backends.torch import losses, smoothed_gradient, triton_kernels, triton_ops  # noqa: E402
 from returnn_ls import Dim  # noqa: E402
 
-DEVICE = "cuda" if _COMPILED else "cpu"
 #: rtol of the values rounded to the logits' dtype: twice the rounding error; Triton's interpreter truncates float32 to
 #: bfloat16 (compiled kernels round to nearest), an error of up to one bfloat16 ulp (2**-7 relative)
 TOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7 if _COMPILED else 2**-6}
@@ -50,21 +50,6 @@ def _logits(shape, dtype=torch.float32, seed=0) -> torch.Tensor:
 
 def _labels(shape, num_labels, seed=1) -> torch.Tensor:
     return torch.randint(0, num_labels, shape, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
-
-
-def _coefficients(num_labels, a, convention, excluded=(), weight=None):
-    """:return: (off, on, v) as ``returnn_ls.fused_ce.smoothing_coefficients`` builds them (float32)"""
-    included = torch.ones(num_labels, dtype=torch.bool, device=DEVICE)
-    included[list(excluded)] = False
-    num = num_labels - len(excluded)
-    floor = a / (num - 1 if convention == "returnn" else num)
-    on_target = 1.0 - a + (0.0 if convention == "returnn" else floor)
-    off = torch.where(included, floor, 0.0)
-    on = torch.where(included, on_target - floor, 1.0)
-    v = included.float() if excluded else None
-    if weight is not None:
-        on, v = on * weight, weight if v is None else v * weight
-    return off, on, v
 
 
 def _reference(z, y, off, on, v, z_loss, mask):

@@ -20,21 +20,18 @@ A perturbation of at most ``delta`` in every logit changes ``lse`` by at most ``
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 torch = pytest.importorskip("torch")
-_COMPILED = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-if not _COMPILED:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from _triton_helpers import DEVICE  # noqa: E402  - sets TRITON_INTERPRET before triton is imported
+from _triton_helpers import smoothing_coefficients as _coefficients  # noqa: E402
+
 pytest.importorskip("triton")
 
 import torch.nn.functional as F  # noqa: E402
 
 from frontend_backends.torch import linear_ce, linear_ce_cuda, triton_kernels  # noqa: E402
 
-DEVICE = "cuda" if _COMPILED else "cpu"
 H = 8
 
 
@@ -43,17 +40,6 @@ def triton_path(monkeypatch):
     """Small column blocks, and the op's CUDA path taken for the tensors of this machine."""
     monkeypatch.setattr(triton_kernels, "MAX_BLOCK", 64)
     monkeypatch.setattr(linear_ce, "_use_triton", lambda hidden, weight: True)
-
-
-def _coefficients(k, a, convention, excluded=(), device=DEVICE):
-    """:return: (off, on, v) float32 as ``returnn_ls.fused_ce.smoothing_coefficients`` builds them"""
-    included = torch.ones(k, dtype=torch.bool, device=device)
-    included[list(excluded)] = False
-    num = k - len(excluded)
-    floor = a / (num - 1 if convention == "returnn" else num)
-    on_target = 1.0 - a + (0.0 if convention == "returnn" else floor)
-    off, on = torch.where(included, floor, 0.0), torch.where(included, on_target - floor, 1.0)
-    return off, on, included.float() if excluded else None
 
 
 def _inputs(n, k, dtype=torch.float32, seed=0) -> dict:
