@@ -21,7 +21,7 @@ from returnn_ls.array_funcs import (
     zeros,
     zeros_like,
 )
-from returnn_ls.dim import Dim, batch_dim
+from returnn_ls.dim import Dim, batch_dim, single_step_dim
 from returnn_ls.gradient import scaled_gradient, scaled_gradient_ext, stop_gradient
 from returnn_ls.index_funcs import gather, search_sorted, top_k
 from returnn_ls.label_smoothing import label_smoothed_log_prob_gradient, label_smoothing, smooth_one_hot
@@ -203,6 +203,7 @@ __all__ = [
     "sigmoid",
     "silu",
     "slice",
+    "single_step_dim",
     "smooth_one_hot",
     "softmax",
     "softplus",

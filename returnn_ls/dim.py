@@ -11,7 +11,7 @@ from returnn_ls import dim_math
 if TYPE_CHECKING:
     from returnn_ls.tensor import Tensor
 
-__all__ = ["Dim", "batch_dim"]
+__all__ = ["Dim", "batch_dim", "single_step_dim"]
 
 
 class Dim:
@@ -248,3 +248,7 @@ class Dim:
 #: The batch dim of RETURNN configs (``from returnn_ls import batch_dim``): one global dynamic dim whose size the
 #: training loop sets per batch.
 batch_dim = Dim(None, name="batch")
+
+#: The spatial dim of one decoding step (RETURNN's ``single_step_dim``): passed as ``spatial_dim`` to a recurrent
+#: module's call, it runs one step on a state instead of a whole sequence.
+single_step_dim = Dim(1, name="single-step")
