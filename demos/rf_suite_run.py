@@ -4,7 +4,8 @@
 :func:`rf_suite_shim.tensor_dict_fill_random_numpy_`), then on each backend (the first, ``torch``, is the
 reference): selects it, turns the numpy data into :class:`returnn_ls.Tensor` objects (float inputs watched for
 gradients), calls ``rf.set_random_seed(42)``, ``get_model(epoch=1, step=0)`` and ``forward_step(model=,
-extern_data=)`` in a forward-step run context, and collects what was marked with ``mark_as_output``. If an
+extern_data=)`` in a forward-step run context, and collects what was marked with ``mark_as_output``. The other
+backends replay the reference run's draws of ``rf.random*`` (as RETURNN's random journal). If an
 output ``"loss"`` exists, the gradient of its sum w.r.t. each float input is added as ``"<key>_grad"``. Padding
 of the outputs is zeroed. The reference outputs must be finite; a run on one short sequence alone must give
 the same values as its slice of the batched run; every other backend must give the same outputs (keys, shapes,
@@ -15,7 +16,8 @@ model code sized (not those of ``extern_data``) keep the reference run's sizes, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,10 +36,11 @@ from rf_suite_shim import tensor_dict_fill_random_numpy_ as fill_random
 import frontend_backends
 import returnn_ls as rf
 from frontend_backends.train_base import get_trainer
+from returnn_ls.random_funcs import random_journal_record, random_journal_replay
 
 __all__ = ["CompareResultsMismatchException", "CompareResultsMismatchSingleVsMultiBatchException",
            "CompareResultsMismatchTfVsPtException", "NonFiniteValuesException", "OutTensor", "RunModelException",
-           "backend_names", "run_model", "run_model_torch_train"]  # fmt: skip
+           "backend_names", "run_model", "run_model_torch_train", "tf_scope"]  # fmt: skip
 
 RTOL = ATOL = 1e-5
 
@@ -316,15 +319,19 @@ def run_model(extern_data: TensorDict, get_model: Callable, forward_step: Callab
         fill_random(extern_data, rnd=data_rnd_seed, dyn_dim_max_sizes=dyn_dim_max_sizes,
                     dyn_dim_min_sizes=dyn_dim_min_sizes)  # fmt: skip
     names = backend_names(test_tensorflow)
-    ref = _run(names[0], extern_data, get_model, forward_step, reference=True)
+    with random_journal_record() as journal:  # the other backends replay the reference's random draws (as RETURNN's)
+        ref = _run(names[0], extern_data, get_model, forward_step, reference=True)
     if not allow_inf_nan_in_output:
         bad = [k for k, v in ref.items() if v.raw_tensor.dtype.kind in "fc" and not np.isfinite(v.raw_tensor).all()]
         if bad:
             raise NonFiniteValuesException(f"non-finite values in outputs {bad}")
     if test_single_batch_entry and any(d is batch_dim for d in all_dims(extern_data.data.values())):
-        _single_batch_check(extern_data, get_model, forward_step, names[0], ref)
+        with random_journal_record():  # draws as in the reference run (dropout takes its journaled path there too)
+            _single_batch_check(extern_data, get_model, forward_step, names[0], ref)
     for name in names[1:]:
-        _compare(ref, _run(name, extern_data, get_model, forward_step), names[0], name)
+        with random_journal_replay(journal):
+            other = _run(name, extern_data, get_model, forward_step)
+        _compare(ref, other, names[0], name)
     rf.select_backend(names[0])
     return TensorDict(ref)
 
@@ -358,3 +365,13 @@ def run_model_torch_train(extern_data: TensorDict, get_model: Callable, train_st
             res.update({f"{key}:summed": item(loss.get_summed_loss()), f"{key}:mean": item(loss.get_mean_loss()),
                         f"{key}:inv_norm_factor": item(loss.get_inv_norm_factor())})  # fmt: skip
     return res
+
+
+@contextlib.contextmanager
+def tf_scope() -> Iterator[Any]:
+    """RETURNN's test helper: a TF1 graph and session of their own (for tests that compare with RETURNN's TF-layers
+    backend, which runs RETURNN itself)."""
+    import tensorflow as tf
+
+    with tf.compat.v1.Graph().as_default(), tf.compat.v1.Session().as_default() as session:
+        yield session

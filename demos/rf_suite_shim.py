@@ -58,7 +58,21 @@ class TensorTemplate:
         self.dtype = dtype
         self.sparse_dim = sparse_dim
         self.feature_dim = feature_dim
-        self.raw_tensor = raw_tensor
+        self._raw_tensor = raw_tensor
+
+    @property
+    def raw_tensor(self) -> np.ndarray | None:
+        """The numpy data, or None. Set on the sizes template of a dim outside ``run_model`` (RETURNN's tests do
+        ``dim.dyn_size_ext.raw_tensor = np.array(...)``), the dim's sizes become a Tensor on the reference backend."""
+        return self._raw_tensor
+
+    @raw_tensor.setter
+    def raw_tensor(self, value: np.ndarray | None) -> None:
+        self._raw_tensor = value
+        if value is not None:
+            for dim, spec in SIZE_SPECS:
+                if spec is self and dim.dyn_size_ext is self:
+                    dim.dyn_size_ext = reference_tensor(value, self.dims, self.dtype)
 
     @property
     def dims_set(self) -> set:

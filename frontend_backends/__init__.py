@@ -47,20 +47,24 @@ class BackendInfo:
         in ``torch``); how :func:`backend_name_of` recognises a raw tensor without importing anything
     :param config_flags: RETURNN config names that select this backend when set to a true value
         (``use_tensorflow = True``)
+    :param install: how to install the framework, for the message when it is missing
+        (``pip install 'returnn-ls[torch]'``)
     """
 
     package: str
     framework: str
     type_modules: tuple[str, ...]
     config_flags: tuple[str, ...] = ()
+    install: str = ""
 
 
 #: The one registry of backends: name -> :class:`BackendInfo`. Adding a framework means one line here and one
 #: package ``frontend_backends.<name>``; :func:`register_backend` adds one from outside this repository.
 _REGISTRY: dict[str, BackendInfo] = {
-    "torch": BackendInfo("frontend_backends.torch", "torch", ("torch",)),
+    "torch": BackendInfo("frontend_backends.torch", "torch", ("torch",), install="pip install 'returnn-ls[torch]'"),
     "tensorflow": BackendInfo("frontend_backends.tensorflow", "tensorflow", ("tensorflow", "keras", "tf_keras"),
-                              config_flags=("use_tensorflow",)),  # fmt: skip
+                              config_flags=("use_tensorflow",),
+                              install="pip install 'returnn-ls[tensorflow]'"),  # fmt: skip
 }
 
 _instances: dict[str, Backend] = {}
@@ -129,7 +133,7 @@ def backend_package(name: str) -> Any:
     except ImportError as exc:
         raise ValueError(
             f"backend: {name!r} needs the {info.framework!r} package, which is not importable ({exc}); "
-            f"installed backends: {available_backends()}"
+            f"installed backends: {available_backends()}" + (f"; install it: {info.install}" if info.install else "")
         ) from exc
 
 

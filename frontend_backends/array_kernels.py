@@ -20,6 +20,8 @@ from typing import Any
 DISTRIBUTIONS = ("uniform", "normal")
 #: Names accepted by :meth:`ArrayKernels.search_sorted` as ``side``.
 SEARCH_SIDES = ("left", "right")
+#: Names accepted by :meth:`ArrayKernels.scatter` as ``mode``.
+SCATTER_MODES = ("sum", "max", "min")
 
 
 class ArrayKernels(ABC):
@@ -116,6 +118,14 @@ class ArrayKernels(ABC):
         (ascending along the last axis; ``B`` of equal sizes): with ``side="left"`` the number of entries
         ``< value``, with ``"right"`` the number ``<= value``. :return: ``[*B, M]`` of ``dtype`` (int32 or int64)
         """
+        raise NotImplementedError
+
+    @abstractmethod
+    def scatter(self, x: Any, indices: Any, size: Any, mode: str, fill_value: float | int) -> Any:
+        """The inverse of a gather along the first axis: ``x`` is ``[N, *F]``, ``indices`` int ``[N]`` with values in
+        ``[0, size)`` (``size`` an int or a scalar int tensor). :return: ``[size, *F]`` of ``x``'s dtype: row ``j`` is
+        the sum (``mode="sum"``), maximum (``"max"``) or minimum (``"min"``) of the rows ``x[n]`` with
+        ``indices[n] == j``, and ``fill_value`` where there is no such row. Differentiable w.r.t. ``x``."""
         raise NotImplementedError
 
     # -- math --------------------------------------------------------------------------------------------------

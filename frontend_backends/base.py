@@ -52,7 +52,8 @@ BINARY_OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 #: Names accepted by :meth:`Backend.unary`.
-UNARY_OPS = ("neg", "abs", "exp", "log", "log1p", "sqrt", "square", "relu", "tanh", "sigmoid", "logical_not")
+UNARY_OPS = ("neg", "abs", "exp", "log", "log1p", "sqrt", "square", "relu", "tanh", "sigmoid", "logical_not", "sin",
+             "cos")
 
 #: Names accepted by :meth:`Backend.reduce`.
 REDUCE_OPS = ("sum", "mean", "max", "min", "logsumexp", "any", "all")
@@ -136,8 +137,9 @@ class Backend(ArrayKernels, LayerKernels, ABC):
         frameworks that place ops themselves)"""
         return x
 
-    def device_name(self, x: Any) -> str:
-        """:return: the device of the raw tensor ``x`` as a string (``"cpu"``, ``"cuda:0"``); default ``"cpu"``"""
+    def device_name(self, x: Any) -> str | None:
+        """:return: the device of the raw tensor ``x`` as a string (``"cpu"``, ``"cuda:0"``), None where it is not
+        known (e.g. a symbolic tensor); default ``"cpu"``"""
         return "cpu"
 
     def move_parameter(self, param: Any, device: str) -> None:
@@ -232,6 +234,23 @@ class Backend(ArrayKernels, LayerKernels, ABC):
     def stop_gradient(self, x: Any) -> Any:
         """:return: ``x`` in the forward pass; no gradient flows back through it"""
         raise NotImplementedError
+
+    def set_requires_gradient(self, x: Any) -> None:
+        """Make :meth:`gradient` w.r.t. ``x`` possible for results computed from ``x`` from now on (in place).
+        Default: a NotImplementedError (a backend without automatic differentiation)."""
+        raise NotImplementedError(f"the {self.name} backend has no automatic differentiation (set_requires_gradient)")
+
+    def gradient(self, y: Any, x: Any) -> Any:
+        """:return: the gradient of the scalar ``y`` w.r.t. ``x`` (zeros where ``y`` does not depend on ``x``), itself
+        differentiable; ``x`` was passed to :meth:`set_requires_gradient` before ``y`` was computed from it.
+        Default: a NotImplementedError."""
+        raise NotImplementedError(f"the {self.name} backend has no automatic differentiation (gradient)")
+
+    def edit_distance(self, a: Any, a_lens: Any, b: Any, b_lens: Any) -> Any:
+        """:return: the Levenshtein distance (insertions, deletions, substitutions cost 1) of each ``a[n, :a_lens[n]]``
+        to ``b[n, :b_lens[n]]``: int32 of shape ``[N]``. ``a``: ``[N, Ta]``, ``b``: ``[N, Tb]`` integer labels;
+        ``a_lens``, ``b_lens``: ``[N]``. Default: a NotImplementedError."""
+        raise NotImplementedError(f"the {self.name} backend has no edit_distance")
 
     @abstractmethod
     def scaled_gradient_ext(self, x: Any, scale: Any, shift: Any, sum_axis: int | None, sum_weight: Any = None) -> Any:

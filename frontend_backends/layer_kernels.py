@@ -81,6 +81,26 @@ class LayerKernels(ABC):
         """
         raise NotImplementedError
 
+    def transposed_conv1d(
+        self, x: Any, filter: Any, bias: Any, stride: int, padding: int = 0, output_padding: int = 0  # noqa: A002
+    ) -> Any:
+        """1-D transposed convolution (the gradient of :meth:`conv1d` w.r.t. its input; PyTorch's
+        ``conv_transpose1d``) over the time axis: input frame ``t`` adds ``x_t @ filter[:, :, k]`` to output frame
+        ``t * stride + k - padding``.
+
+        ``x`` is ``[*B, T, I]``, ``filter`` ``[I, O, K]`` (PyTorch's layout), ``bias`` ``[O]`` or None; the result
+        is ``[*B, (T - 1) * stride + K + output_padding - 2 * padding, O]``. Default: zeros inserted between the
+        input frames, then :meth:`conv1d` with the flipped filter and ``K - 1`` zero frames on each side.
+        """
+        size, rank = self.shape(filter)[2], len(self.shape(x))
+        if stride > 1:  # [*B, T, I] -> [*B, T, stride, I] (stride - 1 zero frames after each) -> [*B, T * stride, I]
+            up = self.pad(self.expand_dims(x, rank - 1), [(0, 0)] * (rank - 1) + [(0, stride - 1), (0, 0)], 0.0)
+            shape = [self.axis_size(x, i) for i in range(rank - 2)] + [-1, self.axis_size(x, rank - 1)]
+            x = self.slice(self.reshape(up, shape), rank - 2, 0, -(stride - 1), None)  # without the last zeros
+        weight = self.flip(self.transpose(filter, [1, 0, 2]), 2)  # [O, I, K]
+        out = self.conv1d(x, weight, bias, (size - 1, size - 1 + output_padding), 1, 1, 1)
+        return self.slice(out, rank - 2, padding, -padding, None) if padding else out
+
     @abstractmethod
     def lstm(
         self, x: Any, lengths: Any, h0: Any, c0: Any, ff_weight: Any, rec_weight: Any, bias: Any, reverse: bool

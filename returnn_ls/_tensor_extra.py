@@ -52,6 +52,53 @@ class TensorExtraMixin:
         out.sparse_dim = self.sparse_dim if out.dtype.startswith("int") else None
         return out
 
+    def copy_compatible_to_dims_raw(self: Tensor, dims: Sequence[Dim]) -> Any:
+        """:return: the raw tensor with one axis per dim of ``dims``, in that order: size 1 for the dims this tensor
+        does not have (it broadcasts against a tensor over ``dims``)
+
+        :raise ValueError: if this tensor has a dim that ``dims`` does not
+        """
+        from returnn_ls.ops import align
+
+        return align(self, tuple(dims))
+
+    def copy_compatible_to(self: Tensor, data: Any, add_dims: bool = True, unbroadcast: bool = False,
+                           check_sparse: bool = True, check_dtype: bool = True) -> Tensor:  # fmt: skip
+        """:return: this tensor with the dims of ``data`` (a Tensor or a template with ``dims``) in their order, as
+        RETURNN's: the dims this tensor does not have become new size-1 broadcast dims (``unbroadcast=True``: the
+        dims of ``data`` themselves, the values repeated)
+
+        :param add_dims: False: leave the missing dims out instead (only reorder)
+        :param check_sparse: require the same ``sparse_dim`` as ``data``
+        :param check_dtype: require the same dtype as ``data``
+        :raise ValueError: if this tensor has a dim that ``data`` does not, or the checks fail
+        """
+        from returnn_ls.dim import Dim
+        from returnn_ls.ops import align
+
+        func = "copy_compatible_to"
+        dims = tuple(getattr(data, "dims", None) or ())
+        if not hasattr(data, "dims") or not all(isinstance(d, Dim) for d in dims):
+            raise TypeError(f"{func}: data must be a Tensor (or have dims), got {type(data).__name__}")
+        if check_dtype and getattr(data, "dtype", self.dtype) != self.dtype:
+            raise ValueError(f"{func}: dtype {self.dtype} differs from that of data, {data.dtype} (check_dtype)")
+        if check_sparse and getattr(data, "sparse_dim", None) is not self.sparse_dim:
+            raise ValueError(f"{func}: sparse_dim {self.sparse_dim} differs from that of data (check_sparse)")
+        if not add_dims:
+            dims = tuple(d for d in dims if d in self.dims)
+        raw = align(self, dims)
+        if unbroadcast:
+            shape = [self.backend.axis_size(raw, i) if d in self.dims else d.dimension if d.dimension is not None
+                     else d.get_dim_value() for i, d in enumerate(dims)]  # fmt: skip
+            out_dims = dims
+            raw = self.backend.broadcast_to(raw, shape)
+        else:
+            out_dims = tuple(d if d in self.dims else Dim(1, name=f"{d.name}_bc" if d.name else None) for d in dims)
+        out = self.copy_template(raw, out_dims)
+        if out.feature_dim is not None and out.feature_dim not in out_dims:
+            out.feature_dim = None
+        return out
+
     def verify_out_shape(self: Tensor, out_shape: set[Dim] | Sequence[Dim], allow_missing_implicit_dims: bool = False
                          ) -> None:  # fmt: skip
         """Check that the dims are ``out_shape`` (order ignored), as RETURNN's ``verify_out_shape``.

@@ -9,10 +9,13 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+import frontend_backends
 from frontend_backends.common import FLOAT_DTYPES
 from returnn_ls.dim import Dim
 from returnn_ls.ops import align, valid_frames, where
-from returnn_ls.tensor import Tensor
+from returnn_ls.tensor import Tensor, convert_to_tensor
 
 
 def check_tensor(x: Any, name: str, func: str) -> Tensor:
@@ -29,9 +32,43 @@ def check_float(x: Tensor, name: str, func: str) -> None:
         raise TypeError(f"{func}: {name} must have a float dtype {list(FLOAT_DTYPES)}, got {x.dtype}")
 
 
+#: What a float-or-scalar-Tensor argument may be, for messages.
+SCALAR_KINDS = "a scalar Tensor (returnn_ls.Tensor with no dims, or a 0-d torch.Tensor, tf.Tensor or tf.Variable)"
+
+
+def raw_scalar(value: Any, name: str, func: str) -> Any:
+    """:return: ``value`` as a scalar :class:`Tensor` if it is a raw framework tensor (``torch.Tensor``,
+    ``tf.Tensor``, ``tf.Variable``: kept on its backend and device; a variable is read where it is used, so a
+    schedule that assigns it is seen inside ``tf.function``), a 0-d numpy array as a float, else ``value`` itself
+
+    :raise ValueError: for a raw tensor that is not a scalar, naming its type and shape and the fix
+    """
+    if isinstance(value, np.ndarray):
+        if value.ndim:
+            raise ValueError(f"{func}: {name} must be a scalar, got a numpy.ndarray of shape {value.shape}")
+        return value.item()
+    backend_name = None if isinstance(value, (Tensor, numbers.Real)) else frontend_backends.backend_name_of(value)
+    if backend_name is None:
+        return value
+    kind = f"{type(value).__module__.split('.')[0]}.{type(value).__name__}"
+    shape = tuple(getattr(value, "shape", ()))
+    if shape:
+        raise ValueError(
+            f"{func}: {name} must be a scalar, got a {kind} of shape {shape} (reduce it to one value, e.g. "
+            f"x.mean(), or index it: x[0])"
+        )
+    # the backend's copy: reads a variable (a custom gradient must not capture it), keeps the device and autograd
+    return convert_to_tensor(frontend_backends.get_backend(backend_name).convert(value), dims=())
+
+
 def check_fraction(value: Any, name: str, func: str, *, upper_open: bool = False) -> float | Tensor:
-    """Check a float or scalar float Tensor in ``[0, 1]`` (``[0, 1)`` with ``upper_open``); NaN is rejected."""
+    """Check a float or scalar float Tensor in ``[0, 1]`` (``[0, 1)`` with ``upper_open``); NaN is rejected.
+
+    Raw framework scalars (``torch.tensor(0.1)``, ``tf.constant(0.1)``, ``tf.Variable(0.1)``) are accepted and
+    returned as scalar Tensors (see :func:`raw_scalar`).
+    """
     allowed = "[0, 1)" if upper_open else "[0, 1]"
+    value = raw_scalar(value, name, func)
     if isinstance(value, Tensor):
         if value.dims:
             raise ValueError(f"{func}: {name} must be a float or a scalar Tensor (no dims), got dims {value.dims}")
@@ -41,12 +78,18 @@ def check_fraction(value: Any, name: str, func: str, *, upper_open: bool = False
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         values = [float(value)]
     else:
-        raise TypeError(f"{func}: {name} must be a float in {allowed} or a scalar Tensor, got {type(value).__name__}")
+        raise TypeError(f"{func}: {name} must be a float in {allowed} or {SCALAR_KINDS}, got {_type_name(value)}")
     for v in values:
         # `v != v` is the NaN test: math.isnan would make torch.compile break the graph on a dynamic float
         if v != v or v < 0 or v > 1 or (upper_open and v == 1):
             raise ValueError(f"{func}: {name} must be in {allowed}, got {v}")
     return value if isinstance(value, Tensor) else float(value)
+
+
+def _type_name(value: Any) -> str:
+    """:return: the type of ``value`` with its top-level module, e.g. ``numpy.ndarray``, ``str``"""
+    module = type(value).__module__.split(".")[0]
+    return type(value).__name__ if module == "builtins" else f"{module}.{type(value).__name__}"
 
 
 def resolve_axis(x: Tensor, axis: Dim | None, func: str, *, name: str = "axis") -> Dim:

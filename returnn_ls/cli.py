@@ -3,9 +3,16 @@
 ``returnn-ls train CONFIG [++name value ...] [--backend B] [--out DIR] [--no-progress]``: ``++name value``
 overrides a config name as in RETURNN (the value read as a Python literal where it parses, else as a string).
 
-Exit codes: 0 success; 1 a bad config or bad input, or training stopped on a non-finite loss (one message, which
-names file and line where there is one); 2 a usage error (unknown option, bad option value: argparse's
-convention); 130 interrupted (Ctrl-C; the checkpoints of the finished epochs remain).
+``returnn-ls --version`` prints the version.
+
+Before training starts, ``--out``, the config's ``model`` prefix and its ``learning_rate_file`` are checked to be
+writable.
+
+Exit codes: 0 success; 1 a bad config or bad input, training stopped on a non-finite loss, an output that could
+not be written after an epoch (e.g. a full disk; the previous checkpoint stays usable), or a missing optional
+package (the message names the pip extra) (one message, which names file and line where there is one); 2 a usage
+error (unknown option, bad option value, an output path that cannot be written: argparse's convention);
+130 interrupted (Ctrl-C; the checkpoints of the finished epochs remain).
 """
 
 from __future__ import annotations
@@ -16,13 +23,18 @@ import sys
 from collections.abc import Sequence
 
 import frontend_backends
+from returnn_ls import __version__
+from returnn_ls._optional import MissingExtraError
 from returnn_ls.training.config import (
     Config,
     ConfigError,
     load_config,
+    load_config_text,
     parse_overrides,
     resolve_backend,
 )
+from returnn_ls.training.outputs import OutputPathError, check_outputs
+from returnn_ls.training.run_state import OutputWriteError
 
 __all__ = ["main"]
 
@@ -54,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="returnn-ls", description="Train RETURNN-style configs with label smoothing on PyTorch or TensorFlow."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,compare,bench}")
     train = sub.add_parser(
         "train", help="train a config (the embedded default config if none is given); ++name value overrides a name"
@@ -75,20 +88,56 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_compare(config: Config, args: argparse.Namespace, backend: str) -> list[dict]:
-    """Train ``config`` once per value of ``args.smoothing``; write ``compare.png`` and ``compare.json``."""
-    from returnn_ls.training import plots
+#: The top-level name that ``compare`` varies in an rf-style config (its ``train_step`` reads it).
+RF_SMOOTHING_NAME = "label_smoothing"
+
+
+def _compare_variant(config: Config, value: float, overrides: Sequence[tuple[str, str]]) -> Config:
+    """:return: ``config`` with every label-smoothing option of its network dict set to ``value``, or (rf-style) the
+    config executed again with ``label_smoothing = value`` set after its own code
+
+    :raise ConfigError: saying what ``compare`` needs if there is nothing to vary
+    """
     from returnn_ls.training.network import replace_smoothing
-    from returnn_ls.training.train import train, write_json
 
     network = config.get("network")
-    if not isinstance(network, dict) or replace_smoothing(network, 0.0)[1] == 0:
-        raise config.error("compare: the network has no label-smoothing option to vary", "network")
+    if isinstance(network, dict):
+        if replace_smoothing(network, 0.0)[1] == 0:
+            raise config.error("compare: the network has no label-smoothing option to vary", "network")
+        return config.replace(network=replace_smoothing(network, value)[0])
+    if network is None and (config.has("get_model") or config.has("train_step")):
+        current = config.values.get(RF_SMOOTHING_NAME)
+        if isinstance(current, bool) or not isinstance(current, (int, float)):
+            raise ConfigError(
+                f"compare: this rf-style config (get_model/train_step, no network dict) must define a top-level "
+                f"number {RF_SMOOTHING_NAME} = ... that its train_step passes on (e.g. "
+                f"rf.label_smoothed_cross_entropy(..., smoothing={RF_SMOOTHING_NAME})); compare sets it to each "
+                f"--smoothing value; got {current!r}",
+                config.filename,
+            )
+        # set after the config's own code ran, as a ++ override is (its functions read the name when they run)
+        source = f"{config.source.rstrip()}\n{RF_SMOOTHING_NAME} = {value!r}\n"
+        return load_config_text(source, config.filename, overrides)
+    raise config.error("compare: the config needs a network dict with a label-smoothing option, or get_model and "
+                       "train_step with a top-level label_smoothing number", "network")  # fmt: skip
+
+
+def run_compare(config: Config, args: argparse.Namespace, backend: str) -> list[dict]:
+    """Train ``config`` once per value of ``args.smoothing``; write ``compare.png`` and ``compare.json``.
+
+    Network dicts: every label-smoothing option of the network is set to the value. rf-style configs: the config's
+    top-level number ``label_smoothing`` is set to it (the config is executed again, so its ``train_step`` sees it).
+    """
+    from returnn_ls.training import plots
+    from returnn_ls.training.train import train, write_json
+
+    overrides = getattr(args, "overrides", [])
+    _compare_variant(config, args.smoothing[0], overrides)  # fails before any training if there is nothing to vary
     runs = []
     for value in args.smoothing:
         print(f"== label smoothing {value:g} ==", flush=True)
         out = os.path.join(args.out, f"smoothing_{value:g}")
-        variant = config.replace(network=replace_smoothing(network, value)[0])
+        variant = _compare_variant(config, value, overrides)
         # each run gets its own checkpoints (next to the config's own `model` prefix if it sets one, as RETURNN's
         # demos do), so a rerun resumes each one and no run continues from another one's checkpoint
         model = f"{config.get('model')}.smoothing_{value:g}" if config.has("model") else os.path.join(out, "model")
@@ -100,6 +149,35 @@ def run_compare(config: Config, args: argparse.Namespace, backend: str) -> list[
     write_json(os.path.join(args.out, "compare.json"), summary)
     print(f"wrote {os.path.join(args.out, 'compare.png')} and compare.json")
     return runs
+
+
+def _bench(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run ``returnn-ls bench``; :return: the exit code (1 when an optional package it needs is missing)"""
+    from returnn_ls.bench import run_bench
+
+    args.argv = argv
+    try:
+        run_bench(args)
+    except MissingExtraError as exc:
+        print(f"returnn-ls: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _train_or_compare(args: argparse.Namespace) -> None:
+    """Load the config, check the outputs, then train it (``train``) or run the comparison (``compare``)."""
+    config = load_config(args.config, args.overrides)
+    backend = resolve_backend(config, args.backend)
+    check_outputs(config, args.out)
+    if args.command == "compare":
+        run_compare(config, args, backend)
+        return
+    from returnn_ls.training.train import train
+
+    train(config, backend=backend, out_dir=args.out, epochs=args.epochs, init_model=args.init_model,
+          progress=not args.no_progress)  # fmt: skip
+    if os.environ.get("RANK", "0") == "0":  # data-parallel workers other than rank 0 write nothing
+        print(f"wrote {os.path.join(args.out, 'metrics.json')}, model.npz and plots")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,27 +192,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"returnn-ls: error: {exc}", file=sys.stderr)
         return 2
     args = _parser().parse_args(argv)
+    args.overrides = overrides
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices drown the metrics lines
     if args.command == "bench":
-        from returnn_ls.bench import run_bench
-
-        args.argv = argv[1:]
-        run_bench(args)
-        return 0
+        return _bench(args, argv[1:])
     try:
-        config = load_config(args.config, overrides)
-        backend = resolve_backend(config, args.backend)
-        if args.command == "compare":
-            run_compare(config, args, backend)
-            return 0
-        from returnn_ls.training.train import train
-
-        train(config, backend=backend, out_dir=args.out, epochs=args.epochs, init_model=args.init_model,
-              progress=not args.no_progress)  # fmt: skip
-        if os.environ.get("RANK", "0") == "0":  # data-parallel workers other than rank 0 write nothing
-            print(f"wrote {os.path.join(args.out, 'metrics.json')}, model.npz and plots")
+        _train_or_compare(args)
         return 0
-    except (ConfigError, FloatingPointError) as exc:
+    except OutputPathError as exc:
+        print(f"returnn-ls: error: {exc}", file=sys.stderr)
+        return 2
+    except (ConfigError, FloatingPointError, OutputWriteError, MissingExtraError) as exc:
         print(f"returnn-ls: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

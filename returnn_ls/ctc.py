@@ -28,6 +28,7 @@ from __future__ import annotations
 import numbers
 
 from returnn_ls import _validate
+from returnn_ls.array_funcs import expand_dims
 from returnn_ls.dim import Dim
 from returnn_ls.ops import align, cast, range_over_dim, sequence_mask, valid_frames, where
 from returnn_ls.reduce import reduce, reduce_sum
@@ -59,7 +60,8 @@ def _check_blank(blank_index: int, num_labels: int, func: str) -> int:
 
 
 def _check_dims(logits, targets, input_spatial_dim, targets_spatial_dim, axis, func):
-    """:return: the batch dims: the dims of ``logits`` other than time and classes"""
+    """:return: the batch dims: those of ``logits`` other than time and classes, then those of ``targets`` other
+    than ``targets_spatial_dim`` that ``logits`` lacks (either side broadcasts over the other's, as RETURNN)"""
     if not isinstance(input_spatial_dim, Dim) or input_spatial_dim not in logits.dims:
         raise ValueError(f"{func}: input_spatial_dim {input_spatial_dim!r} is not a dim of logits {logits}")
     if input_spatial_dim is axis:
@@ -67,17 +69,23 @@ def _check_dims(logits, targets, input_spatial_dim, targets_spatial_dim, axis, f
     if not isinstance(targets_spatial_dim, Dim) or targets_spatial_dim not in targets.dims:
         raise ValueError(f"{func}: targets_spatial_dim {targets_spatial_dim!r} is not a dim of targets {targets}")
     batch_dims = tuple(d for d in logits.dims if d is not input_spatial_dim and d is not axis)
-    expected = set(map(id, batch_dims + (targets_spatial_dim,)))
-    if set(map(id, targets.dims)) != expected:
+    extra = tuple(d for d in targets.dims if d is not targets_spatial_dim and d not in batch_dims)
+    if input_spatial_dim in extra or axis in extra:
         raise ValueError(
-            f"{func}: targets must have the batch dims {list(batch_dims)} of logits plus targets_spatial_dim, "
-            f"got {list(targets.dims)}"
+            f"{func}: targets {targets} must not have input_spatial_dim or the class axis; its dims other than "
+            f"targets_spatial_dim are batch dims"
         )
     if not targets.dtype.startswith("int"):
         raise TypeError(f"{func}: targets must hold integer labels, got dtype {targets.dtype}")
     if targets.backend is not logits.backend:
         raise TypeError(f"{func}: targets are on {targets.backend.name}, logits on {logits.backend.name}")
-    return batch_dims
+    return batch_dims + extra
+
+
+def broadcast_to(x: Tensor, dims: tuple[Dim, ...]) -> Tensor:
+    """:return: ``x`` repeated along those of ``dims`` it lacks (the CTC kernels take no size-1 batch axes)"""
+    missing = [d for d in dims if d not in x.dims]
+    return expand_dims(x, missing) if missing else x
 
 
 def ctc_loss(
@@ -90,12 +98,16 @@ def ctc_loss(
     logits_normalized: bool = False,
     label_smoothing: float | Tensor = 0.0,
     zero_infinity: bool = False,
+    use_native_op: bool | None = None,
+    axis: Dim | None = None,
 ) -> Tensor:
     """Per-sequence CTC loss (``F.ctc_loss(..., reduction="none")``) with a label-smoothed posterior gradient.
 
     :param logits: float Tensor with dims ``[*batch, input_spatial_dim, classes]`` in any order; the class axis
-        is ``logits.feature_dim`` (the blank included). Computed in float32 (float64 on torch for float64).
-    :param targets: int labels with dims ``[*batch, targets_spatial_dim]`` (no blanks; padding ignored)
+        is ``axis`` (the blank included). Computed in float32 (float64 on torch for float64).
+    :param targets: int labels with dims ``[*batch, targets_spatial_dim]`` (no blanks; padding ignored). Batch dims
+        that only one of ``logits`` and ``targets`` has are broadcast (as RETURNN): e.g. logits ``[B, beam, T, C]``
+        with targets ``[B, S]`` give a loss ``[B, beam]``
     :param input_spatial_dim: the time dim of ``logits``, usually dynamic (``Dim(lengths)``)
     :param targets_spatial_dim: the label-sequence dim of ``targets``, usually dynamic
     :param blank_index: the blank's class index (negative counts from the end)
@@ -106,16 +118,24 @@ def ctc_loss(
         non-blank labels (see module doc).
         The loss value is not changed. Needs at least 3 classes when ``a`` may be nonzero.
     :param zero_infinity: a target that cannot be aligned to its frames (too long) gets loss 0 instead of inf.
-        Its gradient is 0 either way (PyTorch would give NaN without ``zero_infinity``).
-    :return: float loss with the batch dims
+        Its gradient is 0 either way (PyTorch would give NaN without ``zero_infinity``). RETURNN's PyTorch backend
+        always zeroes them: pass ``zero_infinity=True`` for its numbers on such targets.
+    :param use_native_op: accepted for RETURNN compatibility, and changes nothing: RETURNN chooses between its own
+        compiled CTC op (True) and the framework's (False); both compute the same loss, and here it is always the
+        framework's own op (``F.ctc_loss``, ``tf.nn.ctc_loss``) with the gradient described above
+    :param axis: the class axis of ``logits`` (as the other losses call it; RETURNN's ``ctc_loss`` has no such
+        argument and uses ``logits.feature_dim``, which is the default here too)
+    :return: float loss with the batch dims (those of ``logits``, then those only ``targets`` has)
     """
     func = "ctc_loss"
     _validate.check_tensor(logits, "logits", func)
     _validate.check_tensor(targets, "targets", func)
     _validate.check_float(logits, "logits", func)
-    if logits.feature_dim is None:
-        raise ValueError(f"{func}: logits must have a feature_dim (the class axis), got {logits}")
-    axis = _validate.resolve_axis(logits, logits.feature_dim, func, name="logits.feature_dim")
+    if axis is None and logits.feature_dim is None:
+        raise ValueError(f"{func}: logits must have a feature_dim (the class axis), or pass axis=, got {logits}")
+    if use_native_op is not None and not isinstance(use_native_op, bool):
+        raise TypeError(f"{func}: use_native_op must be None or a bool, got {type(use_native_op).__name__}")
+    axis = _validate.resolve_axis(logits, axis, func, name="axis" if axis is not None else "logits.feature_dim")
     batch_dims = _check_dims(logits, targets, input_spatial_dim, targets_spatial_dim, axis, func)
     blank = _check_blank(blank_index, axis.dimension, func)
     smoothing = _validate.check_fraction(label_smoothing, "label_smoothing", func)
@@ -124,6 +144,7 @@ def ctc_loss(
     for name, flag in (("logits_normalized", logits_normalized), ("zero_infinity", zero_infinity)):
         if not isinstance(flag, bool):
             raise TypeError(f"{func}: {name} must be a bool, got {type(flag).__name__}")
+    logits, targets = broadcast_to(logits, batch_dims), broadcast_to(targets, batch_dims)
     targets, bad = _validate.guard_labels(targets, axis.dimension, "targets", func)
     mask = valid_frames(targets)
     if mask is not None:

@@ -6,7 +6,8 @@ import numbers
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from returnn_ls import dim_math
+from returnn_ls import dim_math, static_traceable
+from returnn_ls._dim_extra import DimExtraMixin, raw_scalar_sizes
 
 if TYPE_CHECKING:
     from returnn_ls.tensor import Tensor
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["Dim", "batch_dim", "single_step_dim"]
 
 
-class Dim:
+class Dim(DimExtraMixin):
     """A named axis. Two dims are the same dim only if they are the same object.
 
     A dim is *static* (``Dim(7, name="vocab")``: ``dimension == 7``) or *dynamic*: ``Dim(lens, name="time")``
@@ -29,7 +30,10 @@ class Dim:
     (see :mod:`returnn_ls.dim_math`): static from static operands, else with sizes computed from the operands'
     sizes; the same expression gives the same Dim object, so ``target_dim + 1`` written twice names one axis.
 
-    :param dimension: the static size (int >= 0), the sizes (an integer Tensor) or None (sizes set later)
+    :param dimension: the static size (int >= 0), the sizes (an integer Tensor) or None (sizes set later). A raw
+        framework integer scalar (``tf.shape(x)[0]`` in a ``tf.function``, ``torch.tensor(n)``) or a scalar Tensor
+        gives a dynamic dim with one size for all (no padding), which works unchanged when traced or compiled:
+        ``Dim(tf.shape(x)[0], name="time")``
     :param name: for messages and ``repr``
     :param capacity: as RETURNN's: a static upper bound of the sizes of a dynamic dim, the padded length of
         buffers that :meth:`get_dim_value` (and :func:`returnn_ls.range_over_dim` without ``like``) then give;
@@ -39,7 +43,7 @@ class Dim:
     """
 
     __slots__ = ("name", "dimension", "capacity", "bounded_by", "derived_from_op", "_dyn_size_ext", "_math_cache",
-                 "_sizes_cache", "__weakref__")  # fmt: skip
+                 "_sizes_cache", "_same_as", "_mask_cache", "_shared_masks", "__weakref__")  # fmt: skip
 
     def __init__(self, dimension: int | Tensor | None, *, name: str | None = None, capacity: int | None = None,
                  bounded_by: Dim | None = None):  # fmt: skip
@@ -49,6 +53,9 @@ class Dim:
         self.derived_from_op: dim_math.DimOp | None = None
         self._math_cache: MutableMapping | None = None  # (method, operand) -> derived dim, see dim_math.derive
         self._sizes_cache: tuple | None = None  # (operands' sizes, derived sizes), see dim_math.derived_sizes
+        self._same_as: Dim | None = None  # see declare_same_as
+        self._mask_cache: tuple | None = None  # (sizes, raw sizes, mask), see get_mask
+        self._shared_masks: dict | None = None  # capacity -> (sizes, raw sizes, raw mask), shared by copy_from
         self.dimension = self._init_dimension(dimension, name)
         self.capacity = self._check_capacity(capacity)
         if bounded_by is not None and not isinstance(bounded_by, Dim):
@@ -61,9 +68,13 @@ class Dim:
 
         if dimension is None:
             return None
+        dimension = raw_scalar_sizes(dimension, name)
         if isinstance(dimension, Tensor):
-            if not dimension.dtype.startswith("int") or dimension.sparse_dim is not None:
-                raise TypeError(f"Dim {name!r}: dynamic sizes must be an integer Tensor without sparse_dim")
+            if not dimension.dtype.startswith("int"):
+                raise TypeError(f"Dim {name!r}: dynamic sizes must be an integer Tensor, got dtype {dimension.dtype}")
+            if dimension.sparse_dim is not None:  # as RETURNN: allowed (e.g. a max of indices); sizes are not indices
+                dimension = dimension.copy_template(dimension.raw_tensor)
+                dimension.sparse_dim = None
             self._dyn_size_ext = dimension
             values = dimension.concrete_value()
             if values is not None and (values < 0).any():
@@ -92,8 +103,11 @@ class Dim:
     def dyn_size_ext(self) -> Tensor | None:
         """The sizes of a dynamic dim (an integer Tensor over e.g. ``[batch]``), None for a static dim or while
         not known. A derived dim (``time + 1``) computes them from its operands' current sizes unless set."""
-        if self._dyn_size_ext is None and self.derived_from_op is not None and self.dimension is None:
-            return dim_math.derived_sizes(self)
+        if self._dyn_size_ext is None and self.dimension is None:
+            if self._same_as is not None:
+                return self._same_as.dyn_size_ext
+            if self.derived_from_op is not None:
+                return dim_math.derived_sizes(self)
         return self._dyn_size_ext
 
     @dyn_size_ext.setter
@@ -130,11 +144,12 @@ class Dim:
         """:return: bool Tensor over ``dyn_size_ext.dims + [self]``, True inside each sequence.
 
         For a static dim this is all True over ``[self]``. The length of ``self`` in the mask is the largest
-        size.
+        size. In eager mode the mask is made once per sizes (the same Tensor again, as RETURNN's cache).
         """
         from returnn_ls import ops
 
-        return ops.sequence_mask(self)
+        cached = self._cached_mask()
+        return cached if cached is not None else self._cache_mask(ops.sequence_mask(self))
 
     def get_size_tensor(self, *, device: str | None = None) -> Tensor:
         """:return: the sizes (``dyn_size_ext``) of a dynamic dim, a scalar int32 Tensor of a static dim's size
@@ -162,11 +177,15 @@ class Dim:
 
     def get_dim_value_tensor(self) -> Tensor | int:
         """:return: the padded length of this axis: the capacity if declared, the static size, or the largest of
-        the sizes (a scalar Tensor, padding not masked, as RETURNN's)"""
+        the sizes (a scalar Tensor, padding not masked, as RETURNN's). In the static-traceable mode
+        (:func:`returnn_ls.set_static_traceable_ctx`) never the sizes: the capacity, else that of the dim it is
+        ``bounded_by`` (else a ValueError)."""
         from returnn_ls.tensor import Tensor
 
         if self.dimension is not None or self.capacity is not None:
             return self.dimension if self.dimension is not None else self.capacity
+        if static_traceable.is_static_traceable():
+            return self._traceable_capacity()
         sizes = self.dyn_size_ext
         if sizes is None:
             raise ValueError(f"get_dim_value: the sizes of {self} are not known yet (set its dyn_size_ext)")

@@ -11,7 +11,44 @@ from returnn_ls.dim import Dim
 from returnn_ls.ops import align, cast
 from returnn_ls.tensor import Tensor
 
-__all__ = ["scaled_gradient", "scaled_gradient_ext", "stop_gradient"]
+__all__ = ["gradient", "scaled_gradient", "scaled_gradient_ext", "set_requires_gradient", "stop_gradient"]
+
+
+def set_requires_gradient(source: Tensor) -> None:
+    """Make :func:`gradient` w.r.t. ``source`` possible (in place, as RETURNN's): call it before computing
+    anything from ``source``. On TensorFlow in eager mode a gradient tape records from here on until
+    :func:`gradient` w.r.t. ``source`` is taken (one gradient per call; of unused tapes at most 16 stay open; in a
+    ``tf.function`` nothing is needed); on PyTorch ``source`` gets ``requires_grad``.
+
+    :param source: a float Tensor (e.g. an input of the model)
+    """
+    _validate.check_tensor(source, "source", "set_requires_gradient")
+    _validate.check_float(source, "source", "set_requires_gradient")
+    source.backend.set_requires_gradient(source.raw_tensor)
+
+
+def gradient(y: Tensor, x: Tensor) -> Tensor:
+    """:return: the gradient of the scalar ``y`` w.r.t. ``x`` (dims of ``x``; zeros where ``y`` does not depend
+    on ``x``); it can be differentiated again. ``x`` must have been passed to :func:`set_requires_gradient`
+    before ``y`` was computed from it.
+
+    Example::
+
+        rf.set_requires_gradient(x)
+        loss = rf.reduce_sum(rf.scaled_gradient(x, -0.5), axis=x.dims)
+        grad = rf.gradient(loss, x)  # -0.5 everywhere
+
+    :param y: a scalar Tensor (reduce over all dims first, e.g. with :func:`returnn_ls.reduce_sum`)
+    :param x: a float Tensor
+    """
+    func = "gradient"
+    _validate.check_tensor(y, "y", func)
+    _validate.check_tensor(x, "x", func)
+    if y.dims:
+        raise ValueError(f"{func}: y must be a scalar (no dims), got dims {list(y.dims)}; reduce it first")
+    if y.backend is not x.backend:
+        raise TypeError(f"{func}: y is on {y.backend.name}, x on {x.backend.name}; cannot mix backends")
+    return x.copy_template(x.backend.gradient(y.raw_tensor, x.raw_tensor))
 
 
 def stop_gradient(source: Tensor) -> Tensor:

@@ -1,5 +1,6 @@
 """Elementwise and contracting maths, as in ``returnn.frontend``: ``cumsum``, ``clip_by_value``,
-``squared_difference``, ``log_add_exp``, ``matmul`` (and its alias ``dot``).
+``squared_difference``, ``log_add_exp``, ``matmul`` (and its alias ``dot``); comparisons and logical operations:
+:mod:`returnn_ls.logic_funcs`.
 
 Operands broadcast by dim identity, as everywhere (:mod:`returnn_ls.ops`).
 """
@@ -163,3 +164,13 @@ def _mask_reduce_dims(a: Tensor, b: Tensor, reduce: list[Dim]) -> tuple[Tensor, 
 
 #: RETURNN's alias of :func:`matmul`.
 dot = matmul
+
+
+def _in_order(out: Tensor, dim_order: Sequence[Dim] | None, func: str) -> Tensor:
+    """:return: ``out`` with the dims of ``dim_order`` it has first, in that order"""
+    if dim_order is None:
+        return out
+    if isinstance(dim_order, Dim) or not all(isinstance(d, Dim) for d in dim_order):
+        raise TypeError(f"{func}: dim_order must be a sequence of Dims, got {dim_order!r}")
+    first = [d for d in dim_order if d in out.dims]
+    return out.copy_transpose(first + [d for d in out.dims if d not in first])

@@ -212,12 +212,19 @@ def axes_of(x: Tensor, axis: Dim | Sequence[Dim], func: str) -> list[Dim]:
     return axes
 
 
-def range_over_dim(dim: Dim, *, like: Tensor | None = None, dtype: str = "int32") -> Tensor:
+def range_over_dim(dim: Dim, *, like: Tensor | None = None, dtype: str | None = None,
+                   device: str | None = None) -> Tensor:  # fmt: skip
     """:return: ``[0, 1, ..., size-1]`` over ``[dim]``, with ``sparse_dim=dim`` for an integer ``dtype``.
 
     :param like: the result goes to its device; if it has ``dim``, its axis length is used (for a dynamic dim,
         else its capacity if declared, else the max size)
+    :param dtype: default ``"int32"``
+    :param device: move the result there (e.g. ``x.device``)
     """
+    if device is not None:
+        out = range_over_dim(dim, like=like, dtype=dtype)
+        return out.copy_template(out.backend.to_device(out.raw_tensor, device))
+    dtype = dtype or "int32"
     device = like.raw_tensor if like is not None else None
     if like is not None and dim in like.dims:
         backend = like.backend
@@ -235,11 +242,23 @@ def range_over_dim(dim: Dim, *, like: Tensor | None = None, dtype: str = "int32"
     return Tensor(backend.arange(n, dtype, like=device), (dim,), sparse_dim=sparse_dim, backend=backend)
 
 
-def sequence_mask(dim: Dim, like: Tensor | None = None) -> Tensor:
-    """:return: bool Tensor, True inside each sequence: dims ``dyn_size_ext.dims + [dim]`` (``[dim]`` if static)
+def sequence_mask(dim: Dim | Sequence[Dim], like: Tensor | None = None, *, device: str | None = None) -> Tensor:
+    """:return: bool Tensor, True inside each sequence: dims ``dyn_size_ext.dims + [dim]`` (``[dim]`` if static).
+    Several dims (RETURNN's ``rf.sequence_mask(dims)``): True inside the sequences of all of them, over the dims
+    their sizes vary along and the padded ones (a scalar True if none is padded).
 
     :param like: a tensor that has ``dim``; its axis length sets the mask's length
+    :param device: move the mask there (e.g. ``x.device``)
     """
+    if not isinstance(dim, Dim):
+        masks = [sequence_mask(d, like) for d in dim if d.is_padded()]
+        out = masks[0] if masks else Tensor(_backend.selected_backend().convert(True, "bool"), ())
+        for m in masks[1:]:
+            out = out & m
+        return out if device is None else out.copy_template(out.backend.to_device(out.raw_tensor, device))
+    if device is not None:
+        out = sequence_mask(dim, like)
+        return out.copy_template(out.backend.to_device(out.raw_tensor, device))
     indices = range_over_dim(dim, like=like)
     if not dim.is_padded():
         return indices >= 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from returnn_ls.dim import Dim
 from returnn_ls.ops import axes_of, cast, sequence_mask, where
 from returnn_ls.tensor import Tensor
@@ -22,6 +24,8 @@ def reduce(x: Tensor, *, mode: str, axis: Dim | Sequence[Dim], use_mask: bool = 
     dynamic = [a for a in axes if a.is_padded()] if use_mask else []
     for a in dynamic:
         neutral = _NEUTRAL.get(mode, mode == "all")
+        if x.dtype.startswith("int") and mode in ("sum", "max", "min"):  # keep the dtype (a float would promote)
+            neutral = {"sum": 0, "max": int(np.iinfo(x.dtype).min), "min": int(np.iinfo(x.dtype).max)}[mode]
         x = where(sequence_mask(a, x), x, neutral)
     raw_mode = "sum" if (mode == "mean" and dynamic) else mode
     raw = x.backend.reduce(raw_mode, x.raw_tensor, [x.dims.index(a) for a in axes])

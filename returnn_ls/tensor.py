@@ -57,6 +57,12 @@ class Tensor(TensorExtraMixin):
         """:return: ``"torch"`` or ``"tensorflow"``"""
         return self.backend.name
 
+    @property
+    def device(self) -> str | None:
+        """:return: the device of the raw tensor (``"cpu"``, ``"cuda:0"``; TensorFlow: ``"cpu"``, ``"gpu:0"``), as
+        RETURNN's; None where it is not known (a symbolic tensor); pass it as ``device=`` to create tensors there"""
+        return self.backend.device_name(self.raw_tensor)
+
     def copy_transpose(self, perm: Sequence[Dim]) -> Tensor:
         """:return: the same data with its axes in the order ``perm`` (a permutation of ``dims``)"""
         perm = tuple(perm)

@@ -76,8 +76,8 @@ def test_bad_seq_ordering_names_the_option(value):
 
 
 def test_unknown_class_or_option_names_it_and_the_closest():
-    with pytest.raises(ValueError, match=r"^dev: unknown dataset class 'HDFDataSet'; known: \['HDFDataset', "
-                       r"'Task12AXDataset', 'synthetic'\]; did you mean 'HDFDataset'\?$"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"^dev: unknown dataset class 'HDFDataSet'; known: \['CMUDictDataset', "
+                       r"'HDFDataset', 'Task12AXDataset', 'synthetic'\]; did you mean 'HDFDataset'\?$"):  # fmt: skip
         make_dataset({"class": "HDFDataSet", "files": ["x"]}, name="dev")
     with pytest.raises(ValueError, match=r"^train: RETURNN's dataset class 'OggZipDataset' is not supported"):
         make_dataset({"class": "OggZipDataset"}, name="train")

@@ -166,15 +166,18 @@ def test_targets_out_of_range_raise(backend, rng):
         ctc_fn(dims, y, blank_index=0)(backend.raw(x))
 
 
-def test_targets_without_the_batch_dims_raise(backend, rng):
+def test_targets_without_the_batch_dims_broadcast(backend, rng):
+    """As RETURNN: batch dims that only the logits have broadcast the targets (the same labels for every entry)."""
     dims, x, y = setup(rng)
     batch, time, vocab, labels = dims
     logits = rf.convert_to_tensor(x, dims=[batch, time, vocab], feature_dim=vocab)
-    targets = rf.convert_to_tensor(y[0], dims=[Dim(S, name="s")])
-    with pytest.raises(ValueError, match="batch dims"):
-        rf.ctc_loss(
-            logits=logits, targets=targets, input_spatial_dim=time, targets_spatial_dim=targets.dims[0], blank_index=0
-        )
+    targets = rf.convert_to_tensor(y[0, :2], dims=[Dim(2, name="s")])
+    loss = rf.ctc_loss(
+        logits=logits, targets=targets, input_spatial_dim=time, targets_spatial_dim=targets.dims[0], blank_index=0
+    )
+    two = Dim(rf.convert_to_tensor(np.full(B, 2, "int32"), dims=[batch]), name="two")
+    ref = ctc_fn((batch, time, vocab, two), np.repeat(y[:1, :2], B, 0), blank_index=0)(backend.raw(x))  # per entry
+    np.testing.assert_allclose(loss.numpy(), ref.numpy(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("blank", [0, 2])

@@ -1,66 +1,44 @@
-"""The README's examples cannot rot: ```python blocks run as they are; ```py blocks are excerpts of a file in
-the repository (named in the sentence before the block, "Excerpt of [`path`]") and must appear in it verbatim,
-and the demos they come from run in the tests."""
+"""The README stays short and its examples cannot rot: every code block runs and shows what it prints, or says
+why it is not run (see tests/_doc_blocks.py); the examples of the docs are run by tests/test_docs.py."""
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from _doc_blocks import ROOT, blocks, check_not_code, run
 
-ROOT = Path(__file__).resolve().parent.parent
-README_TEXT = (ROOT / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"```python\n(.*?)```", README_TEXT, flags=re.S)
-EXCERPTS = re.findall(r"Excerpt of\s+\[`([^`]+)`\][^`]*?(?:`[^`]*`[^`]*?)*?```py\n(.*?)```", README_TEXT, flags=re.S)
-
-
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index, capsys):
-    exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {"__name__": "__readme__"})
-    assert BLOCKS[index].strip()
+README = ROOT / "README.md"
+BLOCKS = blocks(README)
+GENERIC = [b for b in BLOCKS if b.generic]
+AS_WRITTEN = [b for b in BLOCKS if b.kind in ("doctest", "script") and not b.generic]
+NOT_CODE = [b for b in BLOCKS if b.kind in ("excerpt", "listing")]
 
 
-def test_every_excerpt_names_its_file():
-    assert len(EXCERPTS) == README_TEXT.count("```py\n") > 0
+def test_readme_is_short_and_has_an_example_per_function():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 300
+    for name in ["label_smoothing", "smooth_one_hot", "label_smoothed_log_prob_gradient", "scaled_gradient_ext",
+                 "label_smoothed_cross_entropy", "ctc_loss", "label_relaxation_loss",
+                 "linear_label_smoothed_cross_entropy"]:  # fmt: skip
+        assert any(f"rf.{name}(" in b.body for b in GENERIC), f"README: no example of rf.{name}"
 
 
-@pytest.mark.parametrize("index", range(len(EXCERPTS)))
-def test_readme_excerpt_is_verbatim_in_its_file(index):
-    path, block = EXCERPTS[index]
-    source = (ROOT / path).read_text(encoding="utf-8")
-    assert block.strip() in source, f"README excerpt {index} is not verbatim in {path}"
+def test_readme_links_to_docs_pages_that_exist():
+    links = re.findall(r"\]\((docs/[^)#]+)", README.read_text(encoding="utf-8"))
+    assert links and all((ROOT / link).is_file() for link in links), links
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.mark.parametrize("block", GENERIC, ids=lambda b: b.id)
+def test_readme_backend_generic_example_runs_and_shows_its_output(block, backend):
+    run(block, backend.name)
 
 
-def _run_demo(args: list[str]) -> str:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    if os.path.exists("/sys/class/net/lo"):
-        env["GLOO_SOCKET_IFNAME"] = "lo"
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+@pytest.mark.parametrize("block", AS_WRITTEN, ids=lambda b: b.id)
+def test_readme_example_runs_and_shows_its_output(block):
+    run(block, None)
 
 
-def test_data_parallel_torch_demo_runs_with_torchrun():
-    pytest.importorskip("torch")
-    out = _run_demo([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                     "--master_port", str(_free_port()), "demos/data_parallel_torch.py"])  # fmt: skip
-    loss = float(re.search(r"last loss per frame \(own shard\) ([0-9.]+)", out).group(1))
-    assert 0.0 < loss < 1.5  # log(5) = 1.61 at chance: the workers learned
-
-
-def test_data_parallel_tensorflow_demo_runs():
-    pytest.importorskip("tensorflow")
-    out = _run_demo([sys.executable, "demos/data_parallel_tensorflow.py"])
-    loss = float(re.search(r"loss per frame after training: ([0-9.]+)", out).group(1))
-    assert 0.0 < loss < 1.5
+@pytest.mark.parametrize("block", NOT_CODE, ids=lambda b: b.id)
+def test_readme_block_that_is_not_run_says_why(block):
+    check_not_code(block)

@@ -63,6 +63,15 @@ class TensorFlowArrayKernels:
     def search_sorted(self, sorted_seq: Any, values: Any, side: str, dtype: str) -> Any:
         return tf.searchsorted(sorted_seq, values, side=side, out_type=dtype)
 
+    def scatter(self, x: Any, indices: Any, size: Any, mode: str, fill_value: float | int) -> Any:
+        segment = {"sum": tf.math.unsorted_segment_sum, "max": tf.math.unsorted_segment_max,
+                   "min": tf.math.unsorted_segment_min}[mode]  # fmt: skip
+        size = tf.cast(size, tf.int32) if tf.is_tensor(size) else int(size)
+        out = segment(x, indices, size)
+        hit = tf.math.unsorted_segment_max(tf.ones_like(indices, tf.int32), indices, size) > 0  # empty: int32 min
+        hit = tf.reshape(hit, tf.concat([[-1], tf.ones([tf.rank(x) - 1], tf.int32)], 0))
+        return tf.where(hit, out, tf.constant(fill_value, dtype=x.dtype))
+
     def einsum(self, equation: str, *operands: Any) -> Any:
         return tf.einsum(equation, *operands)
 

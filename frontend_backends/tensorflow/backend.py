@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from frontend_backends.base import Backend
-from frontend_backends.tensorflow import gradients, linear_ce, losses, nn
+from frontend_backends.tensorflow import gradients, linear_ce, losses, nn, sequences, tapes
 from frontend_backends.tensorflow.array import TensorFlowArrayKernels
 
 _UNARY = {
@@ -28,6 +28,8 @@ _UNARY = {
     "tanh": tf.tanh,
     "sigmoid": tf.sigmoid,
     "logical_not": tf.logical_not,
+    "sin": tf.sin,
+    "cos": tf.cos,
 }
 
 _REDUCE = {
@@ -73,6 +75,22 @@ class TensorFlowBackend(TensorFlowArrayKernels, Backend):
         else:
             out = tf.constant(np.asarray(value))
         return out if dtype is None else tf.cast(out, dtype)
+
+    def device_name(self, x: Any) -> str | None:
+        # "/job:localhost/replica:0/task:0/device:GPU:1" -> "gpu:1" (a name tf.device takes); "" in a graph -> None
+        kind, _, index = x.device.rpartition("device:")[2].partition(":")
+        if not kind:
+            return None
+        return "cpu" if kind == "CPU" else f"{kind.lower()}:{index or 0}"
+
+    def edit_distance(self, a: Any, a_lens: Any, b: Any, b_lens: Any) -> Any:
+        return sequences.edit_distance(a, a_lens, b, b_lens)
+
+    def set_requires_gradient(self, x: Any) -> None:
+        tapes.GRADIENT_TAPES.watch(x)
+
+    def gradient(self, y: Any, x: Any) -> Any:
+        return tapes.GRADIENT_TAPES.gradient(y, x)
 
     def move_parameter(self, param: Any, device: str) -> None:
         raise ValueError(f"a tf.Variable stays on the device it was created on ({param.device}): build the model "

@@ -46,7 +46,9 @@ def activation(x: tf.Tensor, name: str, alpha: float) -> tf.Tensor:
 def linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor:
     """See ``Backend.linear``."""
     out = tf.matmul(x, weight) if x.shape.rank == 2 else tf.tensordot(x, weight, axes=1)
-    return out if bias is None else tf.nn.bias_add(out, bias)
+    if bias is None:
+        return out
+    return tf.nn.bias_add(out, bias) if out.shape.rank != 1 else out + bias  # bias_add needs rank >= 2
 
 
 def layer_norm(x: tf.Tensor, scale, bias, num_axes: int, eps: float) -> tf.Tensor:

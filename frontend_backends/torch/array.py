@@ -85,6 +85,18 @@ class TorchArrayKernels:
         out = torch.searchsorted(sorted_seq.contiguous(), values.contiguous(), side=side, out_int32=dtype == "int32")
         return out
 
+    def scatter(self, x: Any, indices: Any, size: Any, mode: str, fill_value: float | int) -> Any:
+        index = indices.to(x.device, torch.int64)
+        out = torch.zeros((int(size),) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
+        if mode == "sum":
+            out = out.index_add(0, index, x)
+        else:
+            wide = index.reshape((-1,) + (1,) * (x.dim() - 1)).expand(x.shape)
+            out = out.scatter_reduce(0, wide, x, "amax" if mode == "max" else "amin", include_self=False)
+        hit = torch.zeros(int(size), dtype=torch.bool, device=x.device).index_fill(0, index, True)
+        fill = torch.full((), fill_value, dtype=x.dtype, device=x.device)
+        return torch.where(hit.reshape((-1,) + (1,) * (x.dim() - 1)), out, fill)
+
     def einsum(self, equation: str, *operands: Any) -> Any:
         return torch.einsum(equation, *operands)
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from frontend_backends.base import Backend
-from frontend_backends.torch import ctc, custom_ops, linear_ce, losses, nn, smoothed_gradient
+from frontend_backends.torch import ctc, custom_ops, linear_ce, losses, nn, sequences, smoothed_gradient
 from frontend_backends.torch.array import TorchArrayKernels
 
 _DTYPES = {
@@ -20,6 +20,8 @@ _DTYPES = {
     "int32": torch.int32,
     "int64": torch.int64,
     "bool": torch.bool,
+    "complex64": torch.complex64,
+    "complex128": torch.complex128,
 }
 
 _UNARY = {
@@ -34,6 +36,8 @@ _UNARY = {
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
     "logical_not": torch.logical_not,
+    "sin": torch.sin,
+    "cos": torch.cos,
 }
 
 
@@ -113,9 +117,23 @@ class TorchBackend(TorchArrayKernels, Backend):
     def device_name(self, x: Any) -> str:
         return str(x.device)
 
+    def edit_distance(self, a: Any, a_lens: Any, b: Any, b_lens: Any) -> Any:
+        return sequences.edit_distance(a, a_lens, b, b_lens)
+
+    def set_requires_gradient(self, x: Any) -> None:
+        if not x.requires_grad:
+            x.requires_grad_(True)
+
+    def gradient(self, y: Any, x: Any) -> Any:
+        if not x.requires_grad:
+            raise ValueError("gradient: x does not require a gradient: call set_requires_gradient(x) before "
+                             "computing y from x")  # fmt: skip
+        (grad,) = torch.autograd.grad(y, x, create_graph=True, allow_unused=True)
+        return torch.zeros_like(x) if grad is None else grad
+
     def create_parameter(self, value: np.ndarray, trainable: bool) -> Any:
         value = torch.tensor(np.array(value), device=None)  # the default device: with torch.device(...) sets it
-        return torch.nn.Parameter(value, requires_grad=trainable)
+        return torch.nn.Parameter(value, requires_grad=trainable and (value.is_floating_point() or value.is_complex()))
 
     def move_parameter(self, param: Any, device: str) -> None:
         with torch.no_grad():

@@ -161,6 +161,9 @@ def _run_padded(x, lengths, state, ff_weight, rec_weight, bias, reverse: bool):
 def _run(x, state, ff_weight, rec_weight, bias):
     """``torch._VF.lstm`` on a batch-major dense ``x`` ``[B, T, I]``: :return: out ``[B, T, H]``, h ``[B, H]``, c"""
     dtype = x.dtype
+    if torch.compiler.is_compiling():  # AOTAutograd cannot save the fused kernel's Parameters (torch 2.13)
+        return _run_unrolled(x, state, ff_weight.to(dtype), rec_weight.to(dtype),
+                             bias.to(dtype) if bias is not None else None)  # fmt: skip
     params = [ff_weight.to(dtype), rec_weight.to(dtype)]
     if bias is not None:
         params += [bias.to(dtype), torch.zeros_like(bias, dtype=dtype)]
@@ -168,6 +171,20 @@ def _run(x, state, ff_weight, rec_weight, bias):
     # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
     out, h, c = torch._VF.lstm(x, state, params, bias is not None, 1, 0.0, train, False, True)
     return out, h[0], c[0]
+
+
+def _run_unrolled(x, state, ff_weight, rec_weight, bias):
+    """``_run`` frame by frame with the formula of ``Backend.lstm`` (gate blocks ``i, f, g, o``), for
+    torch.compile; the number of frames is a trace-time constant"""
+    h, c = state[0][0], state[1][0]
+    gates_x = x @ ff_weight.t() + (bias if bias is not None else 0.0)  # [B, T, 4H]
+    outs = []
+    for t in range(x.shape[1]):
+        i, f, g, o = (gates_x[:, t] + h @ rec_weight.t()).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    return torch.stack(outs, 1), h, c
 
 
 def zoneout_lstm(x, lengths, h0, c0, rec_weight, *, gate_order: str, forget_bias: float, cell_keep, output_keep,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import frontend_backends
+from returnn_ls._optional import optional_import
 from returnn_ls.bench.cases import ALL_CASES, ALSO_AGAINST, REFERENCE
 
 __all__ = ["LINESTYLES", "add_ratios", "backend_mode_pairs", "format_table", "line_styles", "pair_linestyles", "plot"]
@@ -133,8 +134,7 @@ def line_styles(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
     """:return: the matplotlib style of each (backend, mode, case) among ``rows``: the colour is the case's (the
     same on every backend and mode), the line style the backend's and mode's (:func:`pair_linestyles` of
     :func:`backend_mode_pairs`; this asks the backends' kits for their modes, importing their frameworks)"""
-    import matplotlib
-
+    matplotlib = optional_import("matplotlib", "the benchmark's plot")
     ordered = [c for c in ALL_CASES if any(r["case"] == c for r in rows)]
     palette = matplotlib.colormaps["tab10"]
     linestyles = pair_linestyles(backend_mode_pairs(rows))
@@ -148,10 +148,8 @@ def line_styles(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
 def plot(rows: list[dict], path: str) -> None:
     """Draw time and peak memory against the vocabulary size (log-log), one line per backend, mode and case
     (styles from :func:`line_styles`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    optional_import("matplotlib", "the benchmark's plot").use("Agg")
+    plt = optional_import("matplotlib.pyplot", "the benchmark's plot")
 
     styles = line_styles(rows)
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))

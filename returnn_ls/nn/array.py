@@ -1,4 +1,4 @@
-"""``pack_padded``, ``concat``, ``concat_features``, ``reduce_argmax`` and ``reduce_argmin`` (as in
+"""``pack_padded``, ``pad_packed``, ``concat``, ``concat_features``, ``reduce_argmax`` and ``reduce_argmin`` (as in
 ``returnn.frontend``)."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ from typing import Any
 
 from frontend_backends import Backend
 from returnn_ls import _validate
+from returnn_ls.array_funcs import dim_length, expand_to
 from returnn_ls.dim import Dim
 from returnn_ls.ops import align, axes_of, sequence_mask, where
 from returnn_ls.tensor import Tensor
 
-__all__ = ["concat", "concat_dim", "concat_features", "pack_padded", "reduce_argmax", "reduce_argmin"]
+__all__ = ["concat", "concat_dim", "concat_features", "pack_padded", "pad_packed", "reduce_argmax", "reduce_argmin"]
 
 #: the dim of each concatenation, by the dims concatenated (RETURNN's ``a + b`` is likewise always the same dim)
 _CONCAT_DIMS: dict[tuple[Dim, ...], Dim] = {}
@@ -44,6 +45,10 @@ def pack_padded(
     dims = tuple(axes_of(source, list(dims), func))
     if out_dim is not None and not isinstance(out_dim, Dim):
         raise TypeError(f"{func}: out_dim must be a Dim or None, got {type(out_dim).__name__}")
+    if any(d not in dims for dim in dims if dim.is_padded() for d in dim.dyn_size_ext.dims):
+        from returnn_ls.mask_funcs import masked_select  # sizes vary along other dims: a packed dim per entry
+
+        return masked_select(source, mask=frames_mask(dims, source), dims=dims, out_dim=out_dim)
     rest = tuple(d for d in source.dims if d not in dims)
     raw = source.backend.masked_select(align(source, dims + rest), _frames_mask(source, dims, func))
     out_dim = _packed_dim(raw, source.backend, out_dim)
@@ -52,14 +57,48 @@ def pack_padded(
     return packed, out_dim
 
 
-def _frames_mask(source: Tensor, dims: tuple[Dim, ...], func: str) -> Any:
-    """:return: raw bool mask over ``dims`` (size 1 where it does not vary), True at the frames to keep"""
+def frames_mask(dims: Sequence[Dim], like: Tensor) -> Tensor:
+    """:return: bool Tensor over ``dims`` and the dims their sizes vary along, True at the frames inside the
+    sequences of every dim of ``dims`` (lengths of ``like``)"""
     mask = None
     for dim in dims:
         if dim.is_padded():
-            outside = [d for d in dim.dyn_size_ext.dims if d not in dims]
-            if outside:
-                raise ValueError(f"{func}: the sizes of {dim} vary along {outside}, which are not in dims")
+            dim_mask = sequence_mask(dim, like)
+            mask = dim_mask if mask is None else mask & dim_mask
+    if mask is None:
+        mask = sequence_mask(dims[0], like)
+    for dim in dims:
+        if dim not in mask.dims:
+            mask = expand_to(mask, dim, len(mask.dims), dim_length(dim, like))
+    return mask
+
+
+def pad_packed(source: Tensor, *, in_dim: Dim, dims: Sequence[Dim]) -> Tensor:
+    """The inverse of :func:`pack_padded`: the frames of ``source`` along ``in_dim`` go back into the sequences of
+    ``dims`` (row-major, the first dim major); padding frames are 0.
+
+    :param source: ``[in_dim, ...]``, e.g. from ``pack_padded(x, dims=dims)``
+    :param in_dim: the packed dim of ``source``
+    :param dims: the dims to unpack into, in the order given to :func:`pack_padded`
+    :return: ``[dims..., other dims of source...]``
+    Example: ``y = rf.pad_packed(y_packed, in_dim=pack_dim, dims=[batch_dim, time_dim])``
+    """
+    from returnn_ls.mask_funcs import masked_scatter
+
+    func = "pad_packed"
+    _validate.check_tensor(source, "source", func)
+    axes_of(source, in_dim, func)
+    if isinstance(dims, Dim) or not dims or not all(isinstance(d, Dim) for d in dims):
+        raise TypeError(f"{func}: dims must be a non-empty sequence of Dims, e.g. (batch_dim, time_dim)")
+    return masked_scatter(source, mask=frames_mask(dims, source), dims=dims, in_dim=in_dim)
+
+
+def _frames_mask(source: Tensor, dims: tuple[Dim, ...], func: str) -> Any:
+    """:return: raw bool mask over ``dims`` (size 1 where it does not vary), True at the frames to keep (the sizes
+    of ``dims`` vary only along ``dims``)"""
+    mask = None
+    for dim in dims:
+        if dim.is_padded():
             dim_mask = sequence_mask(dim, source)
             mask = dim_mask if mask is None else mask & dim_mask
     if mask is not None:

@@ -69,7 +69,7 @@ class _NamedList(Module):
             self._entries[key if key is not None else str(len(self._entries))] = self._convert(value)
 
     def _attributes(self) -> Iterable[tuple[str, Any]]:
-        return list(self._entries.items()) + [(k, v) for k, v in vars(self).items() if k != "_entries"]
+        return list(self._entries.items()) + [(k, v) for k, v in super()._attributes() if k != "_entries"]
 
     def items(self) -> Iterable[tuple[str, Any]]:
         """:return: ``(name, entry)`` pairs in order"""
@@ -99,15 +99,27 @@ class _NamedList(Module):
             return self._entries[index]
         return list(self._entries.values())[index]
 
-    def __setitem__(self, index: int | str, value: Any) -> None:
+    def __setitem__(self, index: int | str | slice, value: Any) -> None:
+        """Replace one entry, or with a slice the entries it selects by those of the iterable ``value`` (as a
+        list's slice assignment; entries named by a number are renamed to their new position, as RETURNN)."""
+        if isinstance(index, slice):
+            items: list[tuple[str | None, Any]] = list(self._entries.items())
+            items[index] = [(None, self._convert(v)) for v in value]
+            self._renumber(items)
+            return
+        if not isinstance(index, (int, str)):
+            raise TypeError(f"{type(self).__name__}: index must be an int, a str or a slice, got {index!r}")
         key = index if isinstance(index, str) else list(self._entries)[index]
         self._entries[key] = self._convert(value)
 
     def __delitem__(self, index: int | slice) -> None:
         """Remove entries; those named by a number are renamed to their new position (as RETURNN)."""
-        items = list(self._entries.items())
+        items: list[tuple[str | None, Any]] = list(self._entries.items())
         del items[index]
-        self._entries = {str(i) if _is_int_str(k) else k: v for i, (k, v) in enumerate(items)}
+        self._renumber(items)
+
+    def _renumber(self, items: list[tuple[str | None, Any]]) -> None:
+        self._entries = {str(i) if k is None or _is_int_str(k) else k: v for i, (k, v) in enumerate(items)}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {list(self._entries)}>"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from returnn_ls import _validate
+from returnn_ls import _validate, random_funcs
 from returnn_ls.dim import Dim
 from returnn_ls.nn import init
 from returnn_ls.run_ctx import get_run_ctx
 from returnn_ls.tensor import Tensor
 
-__all__ = ["dropout"]
+__all__ = ["dropout", "dropout_broadcast_default"]
 
 
 def dropout(
@@ -46,9 +46,21 @@ def dropout(
     if drop_prob == 0.0 or not (on_forward or get_run_ctx().train_flag):
         return source
     _validate.check_float(source, "source", func)
+    if random_funcs._journal is not None:  # a test's random journal (rf_suite): the mask from a journaled draw
+        return _dropout_from_uniform(source, drop_prob, noise_dims)
     broadcast_axes = [i for i, d in enumerate(source.dims) if d not in noise_dims]
     generator = init.get_generator(source.backend)
     return source.copy_template(source.backend.dropout(source.raw_tensor, drop_prob, broadcast_axes, generator))
+
+
+def _dropout_from_uniform(source: Tensor, drop_prob: float, noise_dims: tuple[Dim, ...]) -> Tensor:
+    """:return: dropout with the mask from :func:`returnn_ls.random_uniform` over ``noise_dims`` (kept where the
+    draw is >= ``drop_prob``), so that a random journal records or replays it"""
+    from returnn_ls.ops import align, cast
+
+    draw = random_funcs.random_uniform(noise_dims, dtype=source.dtype, device=source.device)
+    mask = cast(draw >= drop_prob, source.dtype) * (1.0 / (1.0 - drop_prob))
+    return source.copy_template(align(source * mask, source.dims))
 
 
 def _noise_dims(source: Tensor, axis: Dim | Sequence[Dim] | bool | None) -> tuple[Dim, ...]:
@@ -64,3 +76,16 @@ def _noise_dims(source: Tensor, axis: Dim | Sequence[Dim] | bool | None) -> tupl
         if dim not in source.dims:
             raise ValueError(f"dropout: axis {dim} is not one of the source's dims {list(source.dims)}")
     return dims
+
+
+def dropout_broadcast_default() -> bool:
+    """:return: True: model code that asks (``axis=rf.dropout_broadcast_default() and feature_dim``) shares one
+    dropout mask per feature over the other dims, as RETURNN's historical dropout did. RETURNN reads the default from
+    its global config option ``rf_dropout_broadcast``; here it is always RETURNN's default. :func:`dropout` itself
+    never asks: without ``axis`` its mask varies along every dim.
+
+    Example::
+
+        x = rf.dropout(x, 0.1, axis=rf.dropout_broadcast_default() and x.feature_dim)
+    """
+    return True

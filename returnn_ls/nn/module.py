@@ -26,7 +26,31 @@ class Module:
         return f"<{type(self).__name__}>"
 
     def _attributes(self) -> Iterable[tuple[str, Any]]:
-        return vars(self).items()
+        """:return: the attributes that may hold parameters and sub-modules; a parametrized parameter (see
+        :mod:`returnn_ls.nn.parametrize`) under its name, as the original :class:`Parameter`"""
+        items = [(k, v) for k, v in vars(self).items() if k != "_parametrizations"]
+        for name, (orig, _, before) in (vars(self).get("_parametrizations") or {}).items():  # at their old place
+            names = [k for k, _ in items]
+            items.insert(names.index(before) if before in names else len(items), (name, orig))
+        return items
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for names not found otherwise: a parametrized parameter gives its parametrization's result.
+        parametrized = vars(self).get("_parametrizations")
+        if parametrized is not None and name in parametrized:
+            orig, parametrization, _ = parametrized[name]
+            return parametrization(orig)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        parametrized = vars(self).get("_parametrizations")
+        if parametrized is not None and name in parametrized:  # replaces the original parameter
+            if not isinstance(value, Parameter):
+                raise TypeError(f"{type(self).__name__}.{name} is parametrized: it takes an rf.Parameter, got "
+                                f"{type(value).__name__} (remove_parametrization first)")  # fmt: skip
+            parametrized[name] = (value, *parametrized[name][1:])
+            return
+        object.__setattr__(self, name, value)
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """:return: the direct sub-modules with their attribute names"""

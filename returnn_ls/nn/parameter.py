@@ -22,10 +22,11 @@ class Parameter(Tensor):
     the same seed has the same parameters on both backends. It is created on the selected backend.
 
     :param dims: static dims
-    :param dtype: a float dtype
+    :param dtype: a float dtype, or an integer/bool dtype (such a parameter is never trainable, e.g. a counter)
     :param initial: a :class:`~returnn_ls.nn.init.ParamInit`, a number, or a numpy array of the dims' sizes
         (default: Glorot uniform for two or more dims, zeros otherwise)
-    :param trainable: whether optimizers update it (None: True, False for an ``auxiliary`` one, as RETURNN)
+    :param trainable: whether optimizers update it (None: True, False for an ``auxiliary`` one or an integer
+        dtype, as RETURNN)
     :param auxiliary: a parameter with an update of its own, not the optimizer's (e.g. the running statistics of
         :class:`~returnn_ls.nn.normalization.BatchNorm`), as RETURNN's flag
 
@@ -50,7 +51,10 @@ class Parameter(Tensor):
         if not all(isinstance(d, Dim) and d.dimension is not None for d in dims):
             raise ValueError(f"Parameter: dims must be static Dims, got {list(dims)}")
         value = _initial_value(dims, dtype, initial)
-        trainable = not auxiliary if trainable is None else trainable
+        is_float = dtype.startswith(("float", "bfloat"))
+        if trainable and not is_float:
+            raise ValueError(f"Parameter: a parameter of dtype {dtype} cannot be trainable (only float dtypes)")
+        trainable = (not auxiliary and is_float) if trainable is None else trainable
         backend = _backend.selected_backend()
         super().__init__(backend.create_parameter(value, trainable), dims, backend=backend)
         self.trainable = trainable
@@ -74,6 +78,16 @@ class Parameter(Tensor):
         else:
             value = np.array(np.broadcast_to(np.asarray(value, dtype=self.dtype), [d.dimension for d in self.dims]))
         self.backend.assign_parameter(self.raw_tensor, value)
+
+    def assign_add(self, value: Any) -> None:
+        """Add ``value`` (as :meth:`assign` takes it) to the value in place (no gradient recorded)."""
+        if isinstance(value, Tensor):
+            value = value.copy_transpose(self.dims).raw_tensor
+        else:
+            value = self.backend.convert(np.broadcast_to(np.asarray(value, dtype=self.dtype), self.backend.shape(
+                self.raw_tensor)), self.dtype, like=self.raw_tensor)  # fmt: skip
+        current = self.backend.stop_gradient(self.raw_tensor)
+        self.backend.assign_parameter(self.raw_tensor, self.backend.binary("add", current, value))
 
     def __repr__(self) -> str:
         return f"Parameter({list(self.dims)}, {self.dtype!r}, {self.backend.name})"

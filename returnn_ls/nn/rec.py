@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from returnn_ls import _validate
-from returnn_ls.dim import Dim
+from returnn_ls.array_funcs import expand_dim, squeeze
+from returnn_ls.dim import Dim, single_step_dim
 from returnn_ls.nn import _utils, init
 from returnn_ls.nn.module import Module
 from returnn_ls.nn.parameter import Parameter
@@ -73,8 +74,12 @@ class LSTM(Module):
         :param source: float Tensor with ``in_dim`` and ``spatial_dim``; all other dims are batch dims
         :param state: the initial state (``h``, ``c`` over batch dims and ``out_dim``; missing batch dims
             broadcast); None: zeros
-        :param spatial_dim: the dim to run over; its sizes (``dyn_size_ext``) give each sequence's length
+        :param spatial_dim: the dim to run over; its sizes (``dyn_size_ext``) give each sequence's length.
+            ``rf.single_step_dim`` (``source`` without a time dim): one step from ``state`` (step-wise decoding, as
+            RETURNN); the output then has no time dim either
         """
+        if _is_single_step(source, spatial_dim):
+            return _single_step(LSTM.__call__, self, source, state)
         backend, batch, lengths, (h0, c0) = self._prepare(source, state, spatial_dim, "LSTM")
         bias = _utils.raw_param(self.bias, source) if self.bias is not None else None
         out, h, c = backend.lstm(
@@ -189,6 +194,8 @@ class ZoneoutLSTM(LSTM):
         """:return: the output over the dims of ``source`` with ``out_dim`` instead of ``in_dim`` (0 at padding
         frames), and the state after each sequence's last frame; arguments as :meth:`LSTM.__call__`"""
         func = "ZoneoutLSTM"
+        if _is_single_step(source, spatial_dim):
+            return _single_step(ZoneoutLSTM.__call__, self, source, state)
         backend, batch, lengths, (h0, c0) = self._prepare(source, state, spatial_dim, func)
         ff_weight = backend.transpose(_utils.raw_param(self.ff_weight, source), [1, 0])  # [in, 4*out]
         bias = _utils.raw_param(self.bias, source) if self.bias is not None else None
@@ -218,3 +225,14 @@ class ZoneoutLSTM(LSTM):
 
     def __repr__(self) -> str:
         return f"<ZoneoutLSTM {self.in_dim} -> {self.out_dim}>"
+
+
+def _is_single_step(source: Any, spatial_dim: Any) -> bool:
+    """:return: whether a call is one step (``spatial_dim`` is ``rf.single_step_dim`` and ``source`` lacks it)"""
+    return spatial_dim is single_step_dim and isinstance(source, Tensor) and single_step_dim not in source.dims
+
+
+def _single_step(call: Any, module: LSTM, source: Tensor, state: Any) -> tuple[Tensor, LstmState]:
+    """:return: ``call`` over ``source`` with a time dim of one frame added, that dim removed from the output"""
+    out, new_state = call(module, expand_dim(source, single_step_dim), state=state, spatial_dim=single_step_dim)
+    return squeeze(out, single_step_dim), new_state

@@ -72,6 +72,9 @@ class Engine:
         self.step = self.state.step
         if start <= self.s.num_epochs:
             self.log(f"training on {self.s.backend}, device {self.s.device}")
+            if self.s.task.kind != "network" and self.s.dev_data is not None:
+                self.log("note: the dev ECE and the unsmoothed dev loss are computed for network dicts only; this "
+                         "rf-style config reports the losses its train_step marks")  # fmt: skip
         for epoch in range(start, self.s.num_epochs + 1):
             self.epoch = epoch
             self._epoch(epoch)
@@ -91,7 +94,7 @@ class Engine:
         shown = {"dev_ece": extra["dev_ece"]} if "dev_ece" in extra else {}
         if getattr(self.s.task, "eval_network", None) is not None and "dev_loss" in extra:
             shown["dev_score_unsmoothed"] = extra["dev_loss"]
-        self.log(summary_line(epoch, train, seconds, dev, shown))
+        self.log(summary_line(epoch, train, seconds, dev, shown, backend=self.s.backend))
         self.state.save(epoch, self.step)
 
     # -- epochs ------------------------------------------------------------------------------------------------

@@ -145,8 +145,9 @@ class NetworkTask(Task):
             return {}
         result = self._acc.result()
         dev_loss = sum(s / n for s, n in self._dev_sums.values() if n)
-        return {"dev_loss": dev_loss, "dev_error_rate": result["error_rate"], "dev_ece": result["ece"],
-                "reliability": result["reliability"], "frame_level": self._acc.frame_level}  # fmt: skip
+        return {"dev_loss": dev_loss, "dev_loss_terms": sorted(self._dev_sums), "dev_error_rate": result["error_rate"],
+                "dev_ece": result["ece"], "reliability": result["reliability"],
+                "frame_level": self._acc.frame_level}  # fmt: skip
 
 
 def _ctc_errors(outputs: dict[str, np.ndarray], prefix: str, blank: int) -> tuple[int, int]:

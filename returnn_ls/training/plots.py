@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from returnn_ls._optional import optional_import
+
 __all__ = ["compare_figure", "learning_curves", "reliability_diagram"]
 
 
 def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    optional_import("matplotlib", "plots").use("Agg")
+    return optional_import("matplotlib.pyplot", "plots")
 
 
 def _curve(ax: Any, history: list[dict], key: str, label: str | None = None, group: str | None = None) -> None:
     """Plot ``h[key]`` (or ``h[group][key]``) per epoch, with integer epoch ticks."""
-    from matplotlib.ticker import MaxNLocator
+    MaxNLocator = optional_import("matplotlib.ticker", "plots").MaxNLocator  # noqa: N806 (a class)
 
     values = [(h[group] if group else h).get(key, float("nan")) for h in history]
     ax.plot([h["epoch"] for h in history], values, marker="o", label=label)
@@ -67,6 +65,12 @@ def _score_curves(metrics: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _terms(metrics: dict) -> str:
+    """:return: ``", sum of ce + ctc"`` when the unsmoothed dev loss adds several losses, else ``""``"""
+    terms = metrics.get("dev_loss_terms") or ()
+    return f", sum of {' + '.join(terms)}" if len(terms) > 1 else ""
+
+
 def learning_curves(metrics: dict, path: str) -> None:
     """Draw train/dev loss, dev error rate and dev ECE per epoch of one run into ``path`` (network dicts), or
     every score per epoch (rf-style configs)."""
@@ -77,7 +81,7 @@ def learning_curves(metrics: dict, path: str) -> None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     _curve(axes[0], history, "train_loss", "train (as optimized)")
-    _curve(axes[0], history, "dev_loss", "dev (unsmoothed)")
+    _curve(axes[0], history, "dev_loss", f"dev (unsmoothed{_terms(metrics)})")
     axes[0].set_title("loss")
     axes[0].set_ylabel("loss per frame (CTC: per label)")
     axes[0].legend()
@@ -106,11 +110,33 @@ def reliability_diagram(metrics: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _compare_scores(runs: list[dict], path: str) -> None:
+    """Draw each dev score per epoch of several rf-style runs (their ``mark_as_loss`` names), one panel per name."""
+    plt = _pyplot()
+    group = "dev_scores" if any(h["dev_scores"] for run in runs for h in run["history"]) else "train_scores"
+    names = list(dict.fromkeys(k for run in runs for h in run["history"] for k in h[group])) or ["none"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.3 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for run in runs:
+            _curve(ax, run["history"], name, f"smoothing {run['smoothing']:g}", group)
+        ax.set_title(f"{group.split('_')[0]} {name}")
+        ax.set_ylabel(name)
+        ax.legend(fontsize=8)
+    if runs:
+        fig.suptitle(f"label smoothing comparison: {runs[0]['config']} ({runs[0]['backend']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def compare_figure(runs: list[dict], path: str) -> None:
     """Draw dev loss, error rate, ECE per epoch and the final reliability diagrams of several runs side by side.
 
-    :param runs: ``metrics.json`` contents, each with a ``smoothing`` entry
+    :param runs: ``metrics.json`` contents, each with a ``smoothing`` entry (rf-style runs: their dev scores)
     """
+    if not all("dev_loss" in h for run in runs for h in run["history"]):
+        _compare_scores(runs, path)
+        return
     plt = _pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(17, 4))
     for run in runs:
@@ -120,8 +146,8 @@ def compare_figure(runs: list[dict], path: str) -> None:
         _curve(axes[2], run["history"], "dev_ece", label)
         _reliability(axes[3], run["reliability"], label)
     kind = runs[0].get("error_rate", "frame") if runs else "frame"
-    titles = ["dev loss (unsmoothed)", f"dev {kind} error rate", "dev expected calibration error",
-              "reliability (dev; marker area ~ frames)"]  # fmt: skip
+    titles = [f"dev loss (unsmoothed{_terms(runs[0]) if runs else ''})", f"dev {kind} error rate",
+              "dev expected calibration error", "reliability (dev; marker area ~ frames)"]  # fmt: skip
     ylabels = ["loss per frame (CTC: per label)", "error rate", "ECE", "accuracy"]
     for ax, title, ylabel in zip(axes, titles, ylabels):
         ax.set_title(title)

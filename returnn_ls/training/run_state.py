@@ -16,12 +16,23 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from returnn_ls.training.checkpoints import atomic_write, load_latest, save_checkpoint
+from returnn_ls.training.checkpoints import (
+    atomic_write,
+    checkpoint_path,
+    find_checkpoints,
+    load_latest,
+    save_checkpoint,
+)
 from returnn_ls.training.config import ConfigError
 from returnn_ls.training.lr_file import read_lr_file, write_lr_file
 from returnn_ls.training.setup import Setup
 
-__all__ = ["RunState", "write_json"]
+__all__ = ["OutputWriteError", "RunState", "write_json"]
+
+
+class OutputWriteError(OSError):
+    """A checkpoint, the ``learning_rate_file`` or ``metrics.json`` could not be written after an epoch (e.g. the
+    disk is full); the message names the epoch, the file and the checkpoint a rerun resumes from."""
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -130,6 +141,8 @@ class RunState:
             entry.update({"train_loss": next(iter(train.values()), float("nan")), "dev_loss": extra["dev_loss"],
                           "dev_error_rate": extra["dev_error_rate"], "dev_ece": extra["dev_ece"]})  # fmt: skip
             self.metrics["error_rate"] = "frame" if extra["frame_level"] else "label"
+            if len(extra.get("dev_loss_terms", ())) > 1:  # the unsmoothed dev loss of several losses is their sum
+                self.metrics["dev_loss_terms"] = extra["dev_loss_terms"]
             self.metrics["reliability"] = extra["reliability"]
         self.metrics["history"].append(entry)
         scores = {self.s.task.score_key("train", k): v for k, v in train.items()}
@@ -138,7 +151,11 @@ class RunState:
         self.step = step
 
     def save(self, epoch: int, step: int) -> None:
-        """Write the checkpoint (when due), the ``learning_rate_file`` and ``metrics.json`` (rank 0 only)."""
+        """Write the checkpoint (when due), the ``learning_rate_file`` and ``metrics.json`` (rank 0 only).
+
+        :raise OutputWriteError: if one cannot be written (e.g. the disk is full), naming the epoch and the file;
+            each file is written atomically, so the previous checkpoint stays complete and a rerun resumes from it
+        """
         if not self.is_main:
             return
         if epoch % self.s.save_interval == 0 or epoch == self.s.num_epochs:
@@ -147,10 +164,26 @@ class RunState:
             meta = {"backend": self.s.backend, "step": step, "seed": self.s.seed, "config": self.s.config.filename,
                     "optimizer": opt_meta, "lr_control": self.s.lr_control.state(), "metrics": self.metrics,
                     "first_score": self.first_score, "steps_estimate": self.steps_estimate}  # fmt: skip
-            save_checkpoint(self.s.model_prefix, epoch, meta, params, opt_arrays)
+            path = checkpoint_path(self.s.model_prefix, epoch)
+            self._guarded(epoch, f"the checkpoint {path}",
+                          lambda: save_checkpoint(self.s.model_prefix, epoch, meta, params, opt_arrays))  # fmt: skip
         if self.s.lr_file:
-            write_lr_file(self.s.lr_file, self.s.lr_control.epoch_data)
-        self.write_metrics()
+            self._guarded(epoch, f"the learning_rate_file {self.s.lr_file}",
+                          lambda: write_lr_file(self.s.lr_file, self.s.lr_control.epoch_data))  # fmt: skip
+        self._guarded(epoch, f"{os.path.join(self.out_dir, 'metrics.json')}", self.write_metrics)
+
+    def _guarded(self, epoch: int, what: str, write: Callable[[], Any]) -> None:
+        """Run ``write``; an OSError becomes an :class:`OutputWriteError` naming ``epoch``, ``what`` and the newest
+        complete checkpoint"""
+        try:
+            write()
+        except OSError as exc:
+            found = find_checkpoints(self.s.model_prefix)
+            previous = next(((e, p) for e, p in found if e < epoch), None)
+            resume = (f"the checkpoint of epoch {previous[0]} ({previous[1]}) is intact; a rerun of the same command "
+                      "resumes after it" if previous else "no earlier checkpoint exists")  # fmt: skip
+            reason = f"{exc.strerror or exc}" + (f" [errno {exc.errno}]" if exc.errno else "")
+            raise OutputWriteError(f"epoch {epoch}: cannot write {what}: {reason}; {resume}") from exc
 
     def write_metrics(self) -> None:
         """Write ``metrics.json`` into the output folder (rank 0 only)."""

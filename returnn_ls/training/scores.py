@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from returnn_ls._optional import optional_import
+
 __all__ = ["ScoreAccumulator", "format_scores", "hms", "progress_bar", "summary_line"]
 
 
@@ -56,20 +58,22 @@ def format_scores(scores: dict[str, float], sep: str) -> str:
 
 
 def summary_line(epoch: int, train: dict[str, float], seconds: float, dev: dict[str, float],
-                 extra: dict[str, Any] | None = None) -> str:  # fmt: skip
+                 extra: dict[str, Any] | None = None, *, backend: str | None = None) -> str:  # fmt: skip
     """:return: RETURNN's line per epoch, e.g.
-    ``epoch 3 score: 0.0279 error: 0.0061 elapsed: 0:00:01 dev: score 0.0155 error 0.0025``"""
+    ``epoch 3 score: 0.0279 error: 0.0061 elapsed: 0:00:01 dev: score 0.0155 error 0.0025``, then the ``extra``
+    numbers and (if given) ``backend torch``"""
     line = f"epoch {epoch} {format_scores(train, ': ')} elapsed: {hms(seconds)}"
     if dev:
         line += f" dev: {format_scores(dev, ' ')}"
     for key, value in (extra or {}).items():
         line += f" {key} {_number(value)}"
+    if backend is not None:
+        line += f" backend {backend}"
     return line
 
 
 def progress_bar(epoch: int, total: int | None, enabled: bool) -> Any:
     """:return: a tqdm bar counting the steps of an epoch (on a terminal; hidden otherwise or if not ``enabled``)"""
-    from tqdm import tqdm
-
+    tqdm = optional_import("tqdm", "the training progress bar").tqdm
     return tqdm(total=total, desc=f"epoch {epoch}", unit="step", leave=False, file=sys.stderr, mininterval=0.1,
                 miniters=1, dynamic_ncols=True, disable=None if enabled else True)  # fmt: skip

@@ -16,10 +16,11 @@ import numpy as np
 
 from returnn_ls.training.config import Config
 from returnn_ls.training.engine import Engine, NonFiniteLossError
-from returnn_ls.training.run_state import write_json
+from returnn_ls.training.outputs import OutputPathError, check_outputs
+from returnn_ls.training.run_state import OutputWriteError, write_json
 from returnn_ls.training.setup import build_setup
 
-__all__ = ["NonFiniteLossError", "save_model", "train", "write_json"]
+__all__ = ["NonFiniteLossError", "OutputPathError", "OutputWriteError", "save_model", "train", "write_json"]
 
 
 def save_model(path: str, params: dict[str, np.ndarray]) -> None:
@@ -49,8 +50,12 @@ def train(
     :param init_model: a ``model.npz`` (from either backend) to start from (ignored when resuming)
     :param extra: more top-level entries for ``metrics.json`` (e.g. the smoothing value of a comparison)
     :return: the content of ``metrics.json``
-    :raise ConfigError: for a bad config or bad data; :class:`NonFiniteLossError` when training stops on NaN/inf
+    :raise ConfigError: for a bad config or bad data (:class:`OutputPathError`, a ConfigError, if ``out_dir``, the
+        ``model`` prefix or the ``learning_rate_file`` cannot be written: checked before anything is built);
+        :class:`NonFiniteLossError` when training stops on NaN/inf; :class:`OutputWriteError` (an OSError) when
+        a checkpoint or another output cannot be written after an epoch (the previous checkpoint stays usable)
     """
+    check_outputs(config, out_dir)
     setup = build_setup(config, backend, out_dir=out_dir, epochs=epochs)
     engine = Engine(setup, out_dir, progress=progress, log=log, extra=extra)
     engine.state.init_model = init_model

@@ -64,6 +64,16 @@ class MiniArrayKernels:
         out = np.stack([np.searchsorted(r, c, side=side) for r, c in zip(rows, cols)]) if len(rows) else cols
         return np.asarray(out, _dtype(dtype)).reshape(values.shape)
 
+    def scatter(self, x: Any, indices: Any, size: Any, mode: str, fill_value: float | int) -> Any:
+        index = np.asarray(indices, np.int64)
+        low, high = (-np.inf, np.inf) if x.dtype.kind == "f" else (np.iinfo(x.dtype).min, np.iinfo(x.dtype).max)
+        start = {"sum": 0, "max": low, "min": high}[mode]  # every reduction keeps it
+        out = np.full((int(size),) + x.shape[1:], start, x.dtype)
+        {"sum": np.add, "max": np.maximum, "min": np.minimum}[mode].at(out, index, x)
+        hit = np.zeros(int(size), bool)
+        hit[index] = True
+        return np.where(hit.reshape((-1,) + (1,) * (x.ndim - 1)), out, np.asarray(fill_value).astype(x.dtype))
+
     def einsum(self, equation: str, *operands: Any) -> Any:
         return np.asarray(np.einsum(equation, *operands))
 

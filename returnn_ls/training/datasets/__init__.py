@@ -4,6 +4,7 @@
 class                  options (besides the shared ones of :class:`Dataset`)      ``batch_size`` counts
 =====================  =========================================================  ===================
 ``Task12AXDataset``    ``num_seqs``                                               frames
+``CMUDictDataset``     ``subset``, ``seq_postfix``, ``num_seqs``, ``dict_file``   frames
 ``HDFDataset``         ``files``, ``cache_byte_size`` (no effect)                 frames
 ``synthetic``          ``num_seqs``, ``seed``, ``task_seed``, ``min_labels``,     sequences
                        ``max_labels``, ``noise``, ``input_dim``, ``num_labels``
@@ -15,12 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from returnn_ls.training.datasets.base import BASE_OPTIONS, NOOP_OPTIONS, DataKey, Dataset
+from returnn_ls.training.datasets.cmudict import CMUDictDataset
 from returnn_ls.training.datasets.hdf import HDFDataset
 from returnn_ls.training.datasets.seq_order import check_seq_ordering
 from returnn_ls.training.datasets.synthetic import DATASET_OPTIONS, SyntheticDataset
 from returnn_ls.training.datasets.task12ax import Task12AXDataset
 
 __all__ = [
+    "CMUDictDataset",
     "DATASET_CLASSES",
     "DATASET_OPTIONS",
     "DataKey",
@@ -37,6 +40,7 @@ DATASET_CLASSES: dict[str, tuple[type[Dataset], dict[str, Any]]] = {
     "Task12AXDataset": (Task12AXDataset, {"num_seqs": _REQUIRED}),
     "HDFDataset": (HDFDataset, {"files": _REQUIRED, "cache_byte_size": None}),
     "synthetic": (SyntheticDataset, DATASET_OPTIONS),
+    "CMUDictDataset": (CMUDictDataset, {"subset": "train", "seq_postfix": (0,), "num_seqs": None, "dict_file": None}),
 }
 #: RETURNN dataset classes that are not available here (they get a message saying so).
 _RETURNN_ONLY = (

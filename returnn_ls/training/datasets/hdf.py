@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from returnn_ls._optional import optional_import
 from returnn_ls.training.datasets.base import DataKey, Dataset
 
 __all__ = ["HDFDataset"]
@@ -41,8 +42,7 @@ class _HDFFile:
     """
 
     def __init__(self, path: str):
-        import h5py
-
+        h5py = optional_import("h5py", "HDFDataset")
         self.path = path
         if not os.path.isfile(path):
             raise ValueError(f"HDFDataset: file {path!r} does not exist")
@@ -157,9 +157,7 @@ class _HDFFile:
 
 
 def _h5_dataset() -> type:
-    import h5py
-
-    return h5py.Dataset
+    return optional_import("h5py", "HDFDataset").Dataset
 
 
 class HDFDataset(Dataset):
