@@ -282,9 +282,14 @@ def valid_frames(x: Tensor) -> Tensor | None:
 def _normalize(op: str, x: Tensor, axis: Dim, use_mask: bool) -> Tensor:
     """Apply the backend's ``log_softmax`` or ``softmax`` over ``axis``, masking padding of a dynamic axis."""
     axes_of(x, axis, op)
-    if use_mask and axis.is_padded():
-        x = where(sequence_mask(axis, x), x, float("-inf"))
+    masked = use_mask and axis.is_padded()
+    if masked:
+        mask = sequence_mask(axis, x)
+        x = where(mask, x, float("-inf"))
     out = x.copy_template(getattr(x.backend, op)(x.raw_tensor, x.dims.index(axis)))
+    if masked:  # a sequence of length 0 is all -inf: NaN from the backend, the padding value here
+        fixed = where(mask, out, 0.0 if op == "softmax" else float("-inf")).copy_transpose(out.dims)
+        out = out.copy_template(fixed.raw_tensor)
     out.feature_dim = x.feature_dim or axis
     if op == "log_softmax":
         out.log_softmax_of = (x, axis)

@@ -78,6 +78,21 @@ def test_log_softmax_and_softmax_match_numpy(backend, rng):
     np.testing.assert_allclose(rf.softmax(t, axis=vocab).numpy(), np.exp(ref), rtol=1e-12)
 
 
+def test_softmax_over_a_dynamic_axis_masks_padding_and_empty_sequences(backend, rng):
+    batch = Dim(3, name="batch")
+    lens = np.array([0, 2, 4])
+    time = Dim(rf.convert_to_tensor(lens.astype("int32"), dims=[batch]), name="time")
+    x = rng.normal(size=(4, 3))
+    t = rf.convert_to_tensor(x, dims=[time, batch])
+    probs = rf.softmax(t, axis=time).copy_transpose([time, batch]).numpy()
+    log_probs = rf.log_softmax(t, axis=time).copy_transpose([time, batch]).numpy()
+    for b, n in enumerate(lens):  # the length-0 sequence: probability 0 and log -inf, not NaN
+        ref = np.exp(x[:n, b]) / np.exp(x[:n, b]).sum() if n else np.zeros(0)
+        np.testing.assert_allclose(probs[:, b], np.concatenate([ref, np.zeros(4 - n)]), rtol=1e-12)
+        np.testing.assert_allclose(log_probs[:n, b], np.log(ref), rtol=1e-12)
+        assert np.all(log_probs[n:, b] == -np.inf)
+
+
 @pytest.mark.parametrize("estimated_type", ["logits", "log-probs", "probs"])
 def test_cross_entropy_sparse_and_dense_match_numpy(backend, rng, estimated_type):
     batch, vocab = Dim(4, name="batch"), Dim(5, name="vocab")
