@@ -63,7 +63,9 @@ def scaled_gradient(source: Tensor, scale: float | Tensor) -> Tensor:
 
 
 def _raw_factor(value: Any, source: Tensor, name: str) -> Any:
-    """:return: a float, or ``value``'s raw tensor aligned to ``source``'s dims and cast to its dtype"""
+    """:return: a float, or ``value``'s raw tensor aligned to ``source``'s dims and cast to its dtype (a raw
+    framework scalar, e.g. a ``torch.Tensor`` schedule value, counts as a scalar Tensor)"""
+    value = _validate.raw_scalar(value, name, "scaled_gradient_ext")
     if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
         return None if value is None else float(value)
     if not isinstance(value, Tensor):

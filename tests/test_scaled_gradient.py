@@ -68,6 +68,17 @@ def test_scaled_gradient_ext_backward_without_sum(backend, rng):
     np.testing.assert_allclose(grad, -2.0 * g + 0.25, rtol=1e-12)
 
 
+def test_scaled_gradient_ext_takes_raw_framework_scalars_as_scale_and_shift(backend, rng):
+    dims = _dims()
+    x, g = rng.normal(size=(2, 3, K)), rng.normal(size=(2, 3, K))
+    scale, shift = backend.raw(np.float64(-2.0)), backend.raw(np.float64(0.25))  # e.g. a schedule's value
+    op = lambda t: rf.scaled_gradient_ext(t, scale=scale, shift=shift, scale_shift_by_sum_over_axis=dims[2])  # noqa: E731
+    _, grad = _grad_through(backend, op, x, g, dims)
+    np.testing.assert_allclose(grad, -2.0 * g + 0.25 * np.abs(g).sum(-1, keepdims=True), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"scale must be a scalar, got a \w+\.\w+ of shape \(2,\)"):
+        rf.scaled_gradient(rf.convert_to_tensor(x, dims=dims), backend.raw(np.array([1.0, 2.0])))
+
+
 def test_scaled_gradient_and_stop_gradient(backend, rng):
     dims = _dims()
     x, g = rng.normal(size=(2, 3, K)), rng.normal(size=(2, 3, K))
