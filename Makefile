@@ -29,7 +29,7 @@ g2p: $(STAMP)
 	$(PY) demos/g2p/run.py demos/g2p/attention.config --out returnn_ls_out/g2p
 
 lint: $(STAMP)
-	$(PY) -m ruff check returnn_ls frontend_backends tests demos setup.py
+	$(PY) -m ruff check returnn_ls frontend_backends tests demos docs setup.py
 
 # The docs site (Sphinx, Markdown pages; warnings are errors) in docs/_build/html.
 docs: $(STAMP)

@@ -82,7 +82,7 @@ KNOWN_NAMES: dict[str, Any] = {
     "torch_amp": None,
 }
 
-#: RETURNN names that change nothing here; accepted without a warning (documented in the README).
+#: RETURNN names that change nothing here; accepted without a warning (documented in docs/training.md).
 IGNORED_NAMES: tuple[str, ...] = (
     "log",
     "log_verbosity",
