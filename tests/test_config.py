@@ -158,6 +158,8 @@ def test_plus_plus_of_an_unknown_name_warns_and_a_missing_value_is_a_usage_error
     assert (
         "++num_epoch: unknown config name 'num_epoch' is ignored; did you mean 'num_epochs'?" in capsys.readouterr().err
     )
+    config = load_config_text("smoothing_kind = 'loss'\n", "a.config", [("smoothing_kind", "gradient")])
+    assert config.get("smoothing_kind") == "gradient" and capsys.readouterr().err == ""  # the config's own name
     with pytest.raises(ConfigError, match="'\\+\\+num_epochs' needs a name and a value"):
         parse_overrides(["train", "++num_epochs"])
     assert main(["train", "a.config", "++num_epochs"]) == 2

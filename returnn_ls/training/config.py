@@ -212,6 +212,8 @@ def _check_names(config: Config, overridden: set[str]) -> None:
             continue
         if name not in overridden and (callable(value) or config.line_of(name) is None):
             continue  # the config's own functions and classes, and imported names (Dim, batch_dim, ...)
+        if name in overridden and config.line_of(name) is not None:
+            continue  # an override of the config's own setting (its functions read it)
         hint = suggest(name, KNOWN_NAMES, cutoff=0.8)  # a config's own helpers (num_layers, ...) are not typos
         if name in overridden:
             warn_once(f"++{name}: unknown config name {name!r} is ignored{hint}")
