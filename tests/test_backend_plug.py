@@ -2,7 +2,7 @@
 
 1. Write a package that exports two classes: ``Backend``, a subclass of :class:`frontend_backends.base.Backend`, and
    ``Trainer``, a subclass of :class:`frontend_backends.train_base.Trainer` (optionally ``Bench``, for ``returnn-ls
-   bench``). Their ``@abstractmethod`` s (with those of :class:`frontend_backends.layer_kernels.LayerKernels`) are
+   bench``). Their ``@abstractmethod`` s (with those of the kernel mixins it inherits) are
    the whole protocol; their docstrings define each primitive on raw tensors and integer axes. The package never
    imports ``returnn_ls``. ``tests/_mini_backend/`` is a complete example in about 500 lines (forward-only NumPy,
    gradients by finite differences).
