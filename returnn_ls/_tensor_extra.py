@@ -1,5 +1,5 @@
 """Methods of :class:`returnn_ls.Tensor` that model code from RETURNN uses: ``dims_set``, ``copy_masked``,
-``verify_out_shape``."""
+``astype``, ``verify_out_shape``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ class TensorExtraMixin:
     def dims_set(self: Tensor) -> set[Dim]:
         """:return: the dims as a set (dims hash by identity)"""
         return set(self.dims)
+
+    def astype(self: Tensor, dtype: str) -> Tensor:
+        """:return: this tensor cast to ``dtype`` (:func:`returnn_ls.cast`; RETURNN's ``Tensor.astype``)"""
+        from returnn_ls.ops import cast
+
+        return cast(self, dtype)
 
     def copy_masked(self: Tensor, mask_value: Any, *, dims: Sequence[Dim] | None = None) -> Tensor:
         """:return: this tensor with ``mask_value`` on the padding frames of its padded dims (as RETURNN's)

@@ -105,6 +105,15 @@ def test_copy_masked_keeps_sparse_integer_labels(backend):
     np.testing.assert_array_equal(out.numpy(), np.where(np.arange(4)[None, :] < LENS[:, None], 7, 0))
 
 
+def test_astype_casts_like_numpy(backend):
+    batch, time = _time()
+    x = np.array([[1.7, -0.5, 2.0, 0.0]] * 3)
+    t = rf.convert_to_tensor(x, dims=[batch, time])
+    out = t.astype("int32")
+    assert out.dtype == "int32" and out.dims == (batch, time)
+    np.testing.assert_array_equal(out.numpy(), x.astype("int32"))
+
+
 def test_verify_out_shape(backend):
     batch, time = _time()
     vocab = Dim(10, name="vocab")
