@@ -53,8 +53,8 @@ BINARY_OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 #: Names accepted by :meth:`Backend.unary`.
-UNARY_OPS = ("neg", "abs", "exp", "log", "log1p", "sqrt", "square", "relu", "tanh", "sigmoid", "logical_not", "sin",
-             "cos")
+UNARY_OPS = ("neg", "abs", "exp", "expm1", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "square", "relu", "tanh",
+             "sigmoid", "logical_not", "sin", "cos", "ceil", "floor", "round")
 
 #: Names accepted by :meth:`Backend.reduce`.
 REDUCE_OPS = ("sum", "mean", "max", "min", "logsumexp", "any", "all")

@@ -7,10 +7,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from returnn_ls.dim import Dim
-from returnn_ls.ops import axes_of, cast, sequence_mask, where
+from returnn_ls.ops import axes_of, cast, log, sequence_mask, where
 from returnn_ls.tensor import Tensor
 
-__all__ = ["reduce", "reduce_logsumexp", "reduce_max", "reduce_mean", "reduce_min", "reduce_sum"]
+__all__ = [
+    "reduce", "reduce_all", "reduce_any", "reduce_logmeanexp", "reduce_logsumexp", "reduce_max", "reduce_mean",
+    "reduce_min", "reduce_sum",
+]  # fmt: skip
 
 _NEUTRAL = {"sum": 0.0, "mean": 0.0, "max": float("-inf"), "min": float("inf"), "logsumexp": float("-inf")}
 
@@ -72,3 +75,26 @@ def reduce_min(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -
 def reduce_logsumexp(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
     """:return: ``log(sum(exp(x)))`` over ``axis``, computed stably"""
     return reduce(x, mode="logsumexp", axis=axis, use_mask=use_mask)
+
+
+def reduce_logmeanexp(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: ``log(mean(exp(x)))`` over ``axis`` (over valid frames only for dynamic dims), computed stably"""
+    out = reduce_logsumexp(x, axis=axis, use_mask=use_mask)
+    axes = axes_of(x, axis, "reduce_logmeanexp")
+    dynamic = [a for a in axes if a.is_padded()] if use_mask else []
+    if dynamic:
+        return out - log(_count_valid(x, axes, dynamic, out.dtype))
+    count = 1
+    for a in axes:
+        count *= x.backend.axis_size(x.raw_tensor, x.dims.index(a))
+    return out - (float(np.log(count)) if isinstance(count, int) else log(Tensor(x.backend.cast(count, out.dtype), ())))
+
+
+def reduce_any(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: whether any entry of the bool tensor ``x`` over ``axis`` is true (padding counts as false)"""
+    return reduce(x, mode="any", axis=axis, use_mask=use_mask)
+
+
+def reduce_all(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
+    """:return: whether all entries of the bool tensor ``x`` over ``axis`` are true (padding counts as true)"""
+    return reduce(x, mode="all", axis=axis, use_mask=use_mask)

@@ -30,6 +30,12 @@ _UNARY = {
     "logical_not": tf.logical_not,
     "sin": tf.sin,
     "cos": tf.cos,
+    "expm1": tf.math.expm1,
+    "rsqrt": tf.math.rsqrt,
+    "reciprocal": tf.math.reciprocal,
+    "ceil": tf.math.ceil,
+    "floor": tf.math.floor,
+    "round": tf.math.round,  # halves to even
 }
 
 _REDUCE = {

@@ -38,7 +38,20 @@ _UNARY = {
     "logical_not": torch.logical_not,
     "sin": torch.sin,
     "cos": torch.cos,
+    "expm1": torch.expm1,
+    "rsqrt": torch.rsqrt,
+    "reciprocal": torch.reciprocal,
+    "ceil": torch.ceil,
+    "floor": torch.floor,
+    "round": torch.round,  # halves to even
 }
+
+
+def _scalar_like(value: Any, like: Any) -> Any:
+    """:return: the Python number ``value`` as a 0-d tensor on ``like``'s device, in ``like``'s dtype where that
+    keeps its value's kind (a float64 tensor gets a float64 scalar: 0.1 stays 0.1, not float32's 0.100000001)"""
+    keep = like.is_floating_point() or not isinstance(value, float)
+    return torch.tensor(value, dtype=like.dtype if keep and like.dtype != torch.bool else None, device=like.device)
 
 
 def _is_compiling() -> bool:
@@ -179,7 +192,7 @@ class TorchBackend(TorchArrayKernels, Backend):
         if op in ("maximum", "minimum"):
             fn = torch.maximum if op == "maximum" else torch.minimum
             like = a if isinstance(a, torch.Tensor) else b
-            a, b = (v if isinstance(v, torch.Tensor) else torch.tensor(v, device=like.device) for v in (a, b))
+            a, b = (v if isinstance(v, torch.Tensor) else _scalar_like(v, like) for v in (a, b))
             return fn(a, b)
         return super().binary(op, a, b)
 

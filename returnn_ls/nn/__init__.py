@@ -34,7 +34,7 @@ from returnn_ls.nn.dropout import dropout, dropout_broadcast_default
 from returnn_ls.nn.init import set_random_seed
 from returnn_ls.nn.linear import Embedding, Linear
 from returnn_ls.nn.module import Functional, Module
-from returnn_ls.nn.normalization import BatchNorm, LayerNorm
+from returnn_ls.nn.normalization import BatchNorm, LayerNorm, RMSNorm
 from returnn_ls.nn.parameter import Parameter
 from returnn_ls.nn.parametrize import (
     is_parametrized,
@@ -82,6 +82,7 @@ __all__ = [
     "ParameterList",
     "RelPosCausalSelfAttention",
     "RelPosSelfAttention",
+    "RMSNorm",
     "RotaryPosCausalSelfAttention",
     "RotaryPosSelfAttention",
     "SelfAttention",

@@ -1,4 +1,4 @@
-"""``LayerNorm`` and ``BatchNorm`` (as ``returnn.frontend``, same parameters)."""
+"""``LayerNorm``, ``RMSNorm`` and ``BatchNorm`` (as ``returnn.frontend``, same parameters)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from returnn_ls.ops import align, cast, common_backend, maximum, unary, where
 from returnn_ls.reduce import reduce_mean
 from returnn_ls.tensor import Tensor
 
-__all__ = ["BatchNorm", "LayerNorm"]
+__all__ = ["BatchNorm", "LayerNorm", "RMSNorm"]
 
 
 class LayerNorm(Module):
@@ -58,6 +58,47 @@ class LayerNorm(Module):
 
     def __repr__(self) -> str:
         return f"<LayerNorm {self.in_dim}>"
+
+
+class RMSNorm(Module):
+    """Root-mean-square normalization (Zhang and Sennrich 2019) over ``in_dim``: ``x / sqrt(mean(x**2) + eps) *
+    scale (+ bias)``; unlike :class:`LayerNorm` no mean is subtracted, and there is no bias by default.
+
+    Parameters (RETURNN's names): ``scale`` ``[in_dim]`` (ones), ``bias`` ``[in_dim]`` (zeros, with ``with_bias``).
+    Half-precision input is normalized in float32 and returned in its dtype.
+
+    :param in_dim: the dim (or dims) to normalize over
+    :param eps: added to the mean square
+    :param with_bias: whether there is a bias
+
+    Example: ``norm = rf.RMSNorm(model_dim); y = norm(x)``
+    """
+
+    def __init__(self, in_dim: Dim | Sequence[Dim], *, eps: float = 1e-6, with_bias: bool = False):
+        dims = [in_dim] if isinstance(in_dim, Dim) else list(in_dim)
+        if not dims:
+            raise ValueError("RMSNorm: in_dim must be a Dim or a non-empty sequence of Dims")
+        for dim in dims:
+            check_static_dim(dim, "in_dim", "RMSNorm")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+            raise ValueError(f"RMSNorm: eps must be a float >= 0, got {eps!r}")
+        self.in_dim = in_dim
+        self.eps = float(eps)
+        self.scale = Parameter(dims, initial=1.0)
+        self.bias = Parameter(dims, initial=0.0) if with_bias else None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        in_dims = list(self.scale.dims)
+        check_input(x, "RMSNorm", *(("in_dim", d) for d in in_dims))
+        wide = cast(x, "float32") if x.dtype in ("float16", "bfloat16") else x
+        mean_square = reduce_mean(unary("square", wide), axis=in_dims)
+        out = wide * unary("rsqrt", mean_square + self.eps) * self.scale
+        if self.bias is not None:
+            out = out + self.bias
+        return cast(out, x.dtype) if out.dtype != x.dtype else out
+
+    def __repr__(self) -> str:
+        return f"<RMSNorm {self.in_dim}>"
 
 
 class BatchNorm(Module):

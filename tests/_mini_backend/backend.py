@@ -27,7 +27,9 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 _UNARY = {
     "neg": np.negative, "abs": np.abs, "exp": np.exp, "log": np.log, "log1p": np.log1p, "sqrt": np.sqrt,
     "square": np.square, "relu": lambda x: np.maximum(x, x.dtype.type(0)), "tanh": np.tanh,
-    "sigmoid": lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)), "logical_not": np.logical_not,
+    "sigmoid": lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)), "logical_not": np.logical_not, "sin": np.sin, "cos": np.cos,
+    "expm1": np.expm1, "rsqrt": lambda x: 1 / np.sqrt(x), "reciprocal": np.reciprocal, "ceil": np.ceil,
+    "floor": np.floor, "round": np.round,
 }  # fmt: skip
 _ACTIVATIONS = {
     "gelu": lambda x, a: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
