@@ -74,6 +74,10 @@ class Backend(ArrayKernels, LayerKernels, GradientKernels, ABC):
         """:return: whether the program runs in the framework's graph mode now (default: never)"""
         return False
 
+    def executing_eagerly(self) -> bool:
+        """:return: whether ops run eagerly right now, i.e. not while a graph is traced (default: always)"""
+        return True
+
     # -- creation and inspection ------------------------------------------------------------------------------
 
     @abstractmethod

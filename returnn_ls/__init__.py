@@ -25,9 +25,25 @@ from returnn_ls.array_funcs import (
     zeros_like,
 )
 from returnn_ls.ctc_align import ctc_best_path, ctc_durations_from_path, ctc_no_label_loop_blank_durations_from_path
-from returnn_ls.decoding import beam_search
+from returnn_ls.decoding import beam_search, ctc_greedy_decode
+from returnn_ls.defaults import (
+    get_default_array_index_dtype,
+    get_default_float_dtype,
+    get_default_int_dtype,
+    get_selected_backend,
+    is_executing_eagerly,
+    is_float_dtype,
+)
 from returnn_ls.dim import Dim, batch_dim, single_step_dim
-from returnn_ls.dim_funcs import limit_repeats, repeat, replace_dim, replace_dim_v2, set_sparse_dim
+from returnn_ls.dim_funcs import (
+    last_frame_position_of_dim,
+    limit_repeats,
+    linspace_over_dim,
+    repeat,
+    replace_dim,
+    replace_dim_v2,
+    set_sparse_dim,
+)
 from returnn_ls.edit_distance import edit_distance
 from returnn_ls.gradient import gradient, scaled_gradient, scaled_gradient_ext, set_requires_gradient, stop_gradient
 from returnn_ls.index_funcs import gather, search_sorted, top_k
@@ -253,6 +269,7 @@ __all__ = [
     "CrossAttention",
     "ctc_best_path",
     "ctc_durations_from_path",
+    "ctc_greedy_decode",
     "ctc_loss",
     "ctc_no_label_loop_blank_durations_from_path",
     "cumsum",
@@ -281,7 +298,11 @@ __all__ = [
     "gating",
     "gelu",
     "get_backend_name",
+    "get_default_array_index_dtype",
+    "get_default_float_dtype",
+    "get_default_int_dtype",
     "get_run_ctx",
+    "get_selected_backend",
     "gradient",
     "greater",
     "greater_equal",
@@ -290,7 +311,9 @@ __all__ = [
     "init_forward_step_run_ctx",
     "init_train_step_run_ctx",
     "is_backend_raw_tensor_dim_tag_independent",
+    "is_executing_eagerly",
     "is_finite",
+    "is_float_dtype",
     "is_infinite",
     "is_neg_infinite",
     "is_parametrized",
@@ -299,6 +322,7 @@ __all__ = [
     "label_smoothed_cross_entropy",
     "label_smoothed_log_prob_gradient",
     "label_smoothing",
+    "last_frame_position_of_dim",
     "LayerNorm",
     "leaky_relu",
     "LearnedRelativePositionalEncoding",
@@ -308,6 +332,7 @@ __all__ = [
     "limit_repeats",
     "Linear",
     "linear_label_smoothed_cross_entropy",
+    "linspace_over_dim",
     "log",
     "log1p",
     "log_add_exp",

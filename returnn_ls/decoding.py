@@ -29,7 +29,7 @@ from returnn_ls.reduce import reduce_min
 from returnn_ls.slice_funcs import slice as slice_
 from returnn_ls.tensor import Tensor
 
-__all__ = ["beam_search", "map_state"]
+__all__ = ["beam_search", "ctc_greedy_decode", "map_state"]
 
 StepFunction = Callable[[Tensor, Any], tuple[Tensor, Any]]
 
@@ -171,3 +171,37 @@ def _backtrack(history: list[tuple[Tensor, Tensor, Dim]], seq_len: Tensor) -> tu
     out_spatial_dim = Dim(seq_len, name="beam_search_out")
     seqs, _ = slice_(stacked, axis=steps_dim, start=0, size=out_spatial_dim)  # the padded length: the longest
     return seqs, out_spatial_dim
+
+
+def ctc_greedy_decode(
+    logits: Tensor, *, in_spatial_dim: Dim, blank_index: int, out_spatial_dim: Dim | None = None,
+    target_dim: Dim | None = None, wb_target_dim: Dim | None = None,
+) -> tuple[Tensor, Dim]:  # fmt: skip
+    """Best-path CTC decoding: the most likely class per frame, repeats merged, blanks removed (per sequence).
+
+    Example: ``labels, labels_dim = rf.ctc_greedy_decode(logits, in_spatial_dim=time_dim, blank_index=0)``
+
+    :param logits: (log) scores ``[*batch, in_spatial_dim, wb_target_dim]``
+    :param wb_target_dim: the class dim with the blank (default: ``logits.feature_dim``)
+    :param target_dim: the labels' dim without the blank; only with the blank last (``blank_index ==
+        target_dim.dimension``, as RETURNN)
+    :return: int32 labels ``[*batch, out_spatial_dim]`` (dynamic: each sequence's number of labels) and that dim
+    """
+    from returnn_ls.mask_funcs import masked_select
+    from returnn_ls.nn.array import reduce_argmax
+    from returnn_ls.seq_funcs import shift_right
+
+    func = "ctc_greedy_decode"
+    _validate.check_tensor(logits, "logits", func)
+    wb_target_dim = wb_target_dim if wb_target_dim is not None else logits.feature_dim
+    if wb_target_dim is None:
+        raise ValueError(f"{func}: logits has no feature_dim; pass wb_target_dim= (the class dim with the blank)")
+    if target_dim is not None and target_dim.dimension != blank_index:
+        raise ValueError(f"{func}: target_dim needs the blank last (blank_index == {target_dim.dimension}), got "
+                         f"blank_index={blank_index}")  # fmt: skip
+    labels = cast(reduce_argmax(logits, axis=wb_target_dim), "int32")
+    previous = shift_right(labels, axis=in_spatial_dim, pad_value=blank_index)
+    keep = (labels != blank_index) & (labels != previous)
+    labels, out_spatial_dim = masked_select(labels, mask=keep, dims=[in_spatial_dim], out_dim=out_spatial_dim)
+    labels.sparse_dim = target_dim if target_dim is not None else wb_target_dim
+    return labels, out_spatial_dim

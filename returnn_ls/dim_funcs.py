@@ -14,7 +14,10 @@ from returnn_ls.ops import axes_of, cast, maximum, range_over_dim, sequence_mask
 from returnn_ls.reduce import reduce_sum
 from returnn_ls.tensor import Tensor
 
-__all__ = ["limit_repeats", "repeat", "replace_dim", "replace_dim_v2", "set_sparse_dim"]
+__all__ = [
+    "last_frame_position_of_dim", "limit_repeats", "linspace_over_dim", "repeat", "replace_dim", "replace_dim_v2",
+    "set_sparse_dim",
+]  # fmt: skip
 
 
 def _check_new(source: Tensor, in_dim: Dim, out_dim: Dim | None, func: str) -> None:
@@ -164,3 +167,38 @@ def limit_repeats(repeats: Tensor, *, in_spatial_dim: Dim, max_len_factor: float
     factor = where(n_kept + n_extra > allowed, maximum(allowed - n_kept, 0.0) / maximum(n_extra, 1.0), 1.0)
     out = kept + cast(cast(extra, "float32") * factor, repeats.dtype)
     return out.copy_transpose(repeats.dims) if set(out.dims) == set(repeats.dims) else out
+
+
+def linspace_over_dim(dim: Dim, start: Any = 0.0, end: Any = 1.0, *, dtype: str | None = None,
+                      device: str | None = None) -> Tensor:  # fmt: skip
+    """:return: ``start + (end - start) * i / max(size, 1)`` for ``i`` over ``dim`` (as RETURNN: ``end`` itself is
+    not reached), per sequence for a dynamic dim; ``start``/``end`` numbers or Tensors
+
+    :param dtype: a float dtype (default float32)
+    """
+    dtype = dtype or "float32"
+    if not dtype.startswith(("float", "bfloat")):
+        raise ValueError(f"linspace_over_dim: dtype must be a float dtype, got {dtype!r}")
+    indices = range_over_dim(dim, dtype=dtype, device=device)
+    size = dim.get_size_tensor() if dim.dimension is None else dim.dimension
+    out = indices / (cast(maximum(size, 1), dtype) if isinstance(size, Tensor) else float(max(size, 1)))
+    if not (isinstance(end, (int, float)) and isinstance(start, (int, float)) and end - start == 1):
+        out = out * (end - start)
+    if not (isinstance(start, (int, float)) and start == 0):
+        out = out + start
+    return out
+
+
+def last_frame_position_of_dim(dim: Dim, *, device: str | None = None, allow_scalar_on_cpu: bool = True) -> Any:
+    """:return: the index of the last frame: ``size - 1`` (an int for a static dim, 0 for size 0), or per sequence
+    ``max(length - 1, 0)`` as an int Tensor with ``sparse_dim=dim`` (on the sizes' device)
+
+    :param device: accepted for RETURNN's signature; the positions are on the device of the sizes
+    :param allow_scalar_on_cpu: accepted for RETURNN's signature
+    """
+    del device, allow_scalar_on_cpu
+    if dim.dimension is not None:
+        return max(dim.dimension - 1, 0)
+    positions = maximum(dim.get_size_tensor() - 1, 0)
+    positions.sparse_dim = dim
+    return positions

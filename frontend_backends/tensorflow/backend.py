@@ -72,6 +72,9 @@ class TensorFlowBackend(TensorFlowArrayKernels, Backend):
     def in_graph_mode(self) -> bool:
         return not tf.compat.v1.executing_eagerly_outside_functions()
 
+    def executing_eagerly(self) -> bool:
+        return tf.executing_eagerly()
+
     def is_tensor(self, x: Any) -> bool:
         return isinstance(x, (tf.Tensor, tf.Variable))
 
