@@ -35,12 +35,13 @@ def reduce(x: Tensor, *, mode: str, axis: Dim | Sequence[Dim], use_mask: bool = 
     out_dims = tuple(d for d in x.dims if d not in axes)
     out = Tensor(raw, out_dims, feature_dim=x.feature_dim if x.feature_dim in out_dims else None, backend=x.backend)
     if raw_mode != mode:
-        out = out / _count_valid(x, axes, dynamic, out.dtype)
+        out = out / count_valid(x, axes, dynamic, out.dtype)
     return out
 
 
-def _count_valid(x: Tensor, axes: list[Dim], dynamic: list[Dim], dtype: str) -> Tensor:
-    """:return: the number of non-padding entries of ``x`` over ``axes``, over the remaining dims"""
+def count_valid(x: Tensor, axes: list[Dim], dynamic: list[Dim], dtype: str) -> Tensor:
+    """:return: the number of non-padding entries of ``x`` over ``axes`` (``dynamic``: those of them that are
+    padded, at least one), over the remaining dims"""
     mask = sequence_mask(dynamic[0], x)
     for a in dynamic[1:]:
         mask = mask & sequence_mask(a, x)
@@ -83,7 +84,7 @@ def reduce_logmeanexp(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = 
     axes = axes_of(x, axis, "reduce_logmeanexp")
     dynamic = [a for a in axes if a.is_padded()] if use_mask else []
     if dynamic:
-        return out - log(_count_valid(x, axes, dynamic, out.dtype))
+        return out - log(count_valid(x, axes, dynamic, out.dtype))
     count = 1
     for a in axes:
         count *= x.backend.axis_size(x.raw_tensor, x.dims.index(a))

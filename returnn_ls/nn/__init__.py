@@ -34,7 +34,7 @@ from returnn_ls.nn.dropout import dropout, dropout_broadcast_default
 from returnn_ls.nn.init import set_random_seed
 from returnn_ls.nn.linear import Embedding, Linear
 from returnn_ls.nn.module import Functional, Module
-from returnn_ls.nn.normalization import BatchNorm, LayerNorm, RMSNorm
+from returnn_ls.nn.normalization import BatchNorm, LayerNorm, Normalize, RMSNorm, moments, normalize
 from returnn_ls.nn.parameter import Parameter
 from returnn_ls.nn.parametrize import (
     is_parametrized,
@@ -79,6 +79,7 @@ __all__ = [
     "Module",
     "ModuleList",
     "Parameter",
+    "Normalize",
     "ParameterList",
     "RelPosCausalSelfAttention",
     "RelPosSelfAttention",
@@ -113,6 +114,8 @@ __all__ = [
     "make_conv_out_spatial_dims",
     "make_transposed_conv_out_spatial_dims",
     "max_pool1d",
+    "moments",
+    "normalize",
     "pack_padded",
     "pad_packed",
     "pool1d",

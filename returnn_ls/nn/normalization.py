@@ -1,20 +1,23 @@
-"""``LayerNorm``, ``RMSNorm`` and ``BatchNorm`` (as ``returnn.frontend``, same parameters)."""
+"""``LayerNorm``, ``RMSNorm``, ``BatchNorm`` and ``Normalize`` (as ``returnn.frontend``, same parameters), and the
+functions ``moments`` and ``normalize``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from returnn_ls import _validate
+from returnn_ls.array_funcs import dim_length
 from returnn_ls.dim import Dim
 from returnn_ls.gradient import stop_gradient
 from returnn_ls.nn._utils import check_input, check_static_dim, raw_param, train_flag
 from returnn_ls.nn.module import Module
 from returnn_ls.nn.parameter import Parameter
 from returnn_ls.ops import align, cast, common_backend, maximum, unary, where
-from returnn_ls.reduce import reduce_mean
+from returnn_ls.reduce import count_valid, reduce_mean
 from returnn_ls.tensor import Tensor
 
-__all__ = ["BatchNorm", "LayerNorm", "RMSNorm"]
+__all__ = ["BatchNorm", "LayerNorm", "Normalize", "RMSNorm", "moments", "normalize"]
 
 
 class LayerNorm(Module):
@@ -202,3 +205,54 @@ def _correction(source: Tensor, axes: list[Dim]) -> Tensor | float:
     if isinstance(n, float):
         return n / max(n - 1.0, 1.0)
     return n / maximum(n - 1.0, 1.0)
+
+
+def moments(x: Tensor, axis: Dim | Sequence[Dim], *, use_mask: bool = True, correction: float = 0,
+            distributed: bool = False, compute_dtype: str | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """:return: the mean and the variance ``sum((x - mean)**2) / (n - correction)`` over ``axis`` (``n`` the number
+    of entries, the padding of dynamic dims left out with ``use_mask``), with ``axis`` removed
+
+    :param correction: 0 (default): the biased variance; 1: Bessel's correction
+    :param distributed: accepted for RETURNN's signature; only False (the statistics of this process)
+    :param compute_dtype: the dtype to compute in; default: float32 for half-precision input, else its dtype
+    """
+    if distributed:
+        raise ValueError("moments: distributed=True is not supported; the statistics are those of this process")
+    axes = list(axis) if not isinstance(axis, Dim) else [axis]
+    compute_dtype = compute_dtype or ("float32" if x.dtype in ("float16", "bfloat16") else x.dtype)
+    x = cast(x, compute_dtype) if x.dtype != compute_dtype else x
+    mean = reduce_mean(x, axis=axes, use_mask=use_mask)
+    variance = reduce_mean(unary("square", x - mean), axis=axes, use_mask=use_mask)
+    if correction:
+        dynamic = [d for d in axes if d.is_padded()] if use_mask else []
+        count = count_valid(x, axes, dynamic, variance.dtype) if dynamic else float(
+            math.prod(dim_length(d, x) for d in axes))  # fmt: skip
+        denominator = max(count - correction, 0.0) if isinstance(count, float) else maximum(count - correction, 0.0)
+        variance = variance * count / denominator
+    return mean, variance
+
+
+def normalize(a: Tensor, *, axis: Dim | Sequence[Dim], epsilon: float = 1e-6) -> Tensor:
+    """:return: ``(a - mean) / sqrt(variance + epsilon)`` with :func:`moments` over ``axis``"""
+    mean, variance = moments(a, axis=axis)
+    return (a - mean) * unary("rsqrt", variance + epsilon)
+
+
+class Normalize(Module):
+    """:func:`normalize`, then ``* scale + bias`` (parameters ``scale`` (1) and ``bias`` (0) over ``param_dims``).
+
+    Example: ``norm = rf.Normalize(param_dims=feat_dim); y = norm(x, axis=feat_dim)``
+    """
+
+    def __init__(self, *, param_dims: Dim | Sequence[Dim], epsilon: float = 1e-6, scale: bool = True,
+                 bias: bool = True):  # fmt: skip
+        dims = [param_dims] if isinstance(param_dims, Dim) else list(param_dims)
+        self.epsilon = float(epsilon)
+        self.scale = Parameter(dims, initial=1.0) if scale else None
+        self.bias = Parameter(dims, initial=0.0) if bias else None
+
+    def __call__(self, a: Tensor, *, axis: Dim | Sequence[Dim]) -> Tensor:
+        out = normalize(a, axis=axis, epsilon=self.epsilon)
+        if self.scale is not None:
+            out = self.scale * out
+        return out + self.bias if self.bias is not None else out
