@@ -108,9 +108,17 @@ class ArrayKernels(ABC):
         """The ``k`` largest entries along the last axis of ``x`` (``k`` an int or a scalar int tensor).
 
         :return: ``(values, indices)``, both ``[..., k]``, ``indices`` int64; with ``sorted`` in descending order
-            of the values (ties: the lower index first), else in an order of the framework's choice
+            of the values (equal values among the chosen: the lower index first; which of several equal values at
+            the ``k``-th place are chosen is the framework's choice), else in an order of the framework's choice
         """
         raise NotImplementedError
+
+    def sort(self, x: Any, descending: bool) -> tuple[Any, Any]:
+        """Stable sort along the last axis (equal values keep their order).
+
+        :return: ``(values, indices)``, ``indices`` int64. Default: a NotImplementedError.
+        """
+        raise NotImplementedError(f"the {self.name} backend has no sort")
 
     @abstractmethod
     def search_sorted(self, sorted_seq: Any, values: Any, side: str, dtype: str) -> Any:

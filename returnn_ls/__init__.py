@@ -229,6 +229,7 @@ from returnn_ls.scatter_funcs import (
 )
 from returnn_ls.seq_funcs import pad, reverse_sequence, shift_left, shift_right
 from returnn_ls.slice_funcs import slice
+from returnn_ls.sort_funcs import sort, top_k_mask, top_p_mask
 from returnn_ls.split_funcs import merge_dims, one_hot, sparse_to_dense, split, split_dims
 from returnn_ls.static_traceable import is_static_traceable, set_static_traceable, set_static_traceable_ctx
 from returnn_ls.tensor import Tensor, convert_to_tensor
@@ -363,8 +364,8 @@ __all__ = [
     "mul",
     "neg",
     "nested",
-    "normalize",
     "Normalize",
+    "normalize",
     "not_equal",
     "num_elements_of_shape",
     "one_hot",
@@ -451,6 +452,7 @@ __all__ = [
     "smooth_one_hot",
     "softmax",
     "softplus",
+    "sort",
     "sparse_to_dense",
     "split",
     "split_dims",
@@ -468,6 +470,8 @@ __all__ = [
     "TensorDict",
     "to_returnn",
     "top_k",
+    "top_k_mask",
+    "top_p_mask",
     "TransformerDecoder",
     "TransformerDecoderLayer",
     "TransformerEncoder",

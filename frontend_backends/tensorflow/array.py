@@ -60,6 +60,10 @@ class TensorFlowArrayKernels:
         values, indices = tf.math.top_k(x, k=k if isinstance(k, int) else tf.cast(k, tf.int32), sorted=sorted)
         return values, tf.cast(indices, tf.int64)
 
+    def sort(self, x: Any, descending: bool) -> tuple[Any, Any]:
+        indices = tf.argsort(x, axis=-1, direction="DESCENDING" if descending else "ASCENDING", stable=True)
+        return tf.gather(x, indices, batch_dims=len(x.shape) - 1), tf.cast(indices, tf.int64)
+
     def search_sorted(self, sorted_seq: Any, values: Any, side: str, dtype: str) -> Any:
         return tf.searchsorted(sorted_seq, values, side=side, out_type=dtype)
 

@@ -79,6 +79,15 @@ class TorchArrayKernels:
 
     def top_k(self, x: Any, k: Any, sorted: bool) -> tuple[Any, Any]:  # noqa: A002
         values, indices = torch.topk(x, int(k), dim=-1, largest=True, sorted=sorted)
+        if sorted and values.shape[-1] > 1:  # torch.topk orders equal values arbitrarily: the lower index first
+            by_index = torch.argsort(indices, dim=-1)
+            values, indices = values.gather(-1, by_index), indices.gather(-1, by_index)
+            order = torch.sort(values, dim=-1, descending=True, stable=True).indices
+            values, indices = values.gather(-1, order), indices.gather(-1, order)
+        return values, indices
+
+    def sort(self, x: Any, descending: bool) -> tuple[Any, Any]:
+        values, indices = torch.sort(x, dim=-1, descending=descending, stable=True)
         return values, indices
 
     def search_sorted(self, sorted_seq: Any, values: Any, side: str, dtype: str) -> Any:
