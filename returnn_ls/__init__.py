@@ -68,6 +68,7 @@ from returnn_ls.logic_funcs import (
     opt_logical_and,
     opt_logical_or,
 )
+from returnn_ls.loop import cond, scan, while_loop
 from returnn_ls.loss import cross_entropy, ctc_loss, label_relaxation_loss, label_smoothed_cross_entropy
 from returnn_ls.mask_funcs import masked_scatter, masked_select
 from returnn_ls.math_elementwise import (
@@ -259,6 +260,7 @@ __all__ = [
     "concat",
     "concat_dim",
     "concat_features",
+    "cond",
     "ConformerConvBlock",
     "ConformerEncoder",
     "ConformerEncoderLayer",
@@ -364,8 +366,8 @@ __all__ = [
     "mul",
     "neg",
     "nested",
-    "Normalize",
     "normalize",
+    "Normalize",
     "not_equal",
     "num_elements_of_shape",
     "one_hot",
@@ -419,6 +421,7 @@ __all__ = [
     "safe_log",
     "scaled_gradient",
     "scaled_gradient_ext",
+    "scan",
     "scatter",
     "scatter_argmax",
     "scatter_count",
@@ -483,6 +486,7 @@ __all__ = [
     "weight_dropout",
     "weight_noise",
     "where",
+    "while_loop",
     "zeros",
     "zeros_like",
     "ZoneoutLSTM",
