@@ -247,7 +247,8 @@ def _prod(values: Sequence[int]) -> int:
 
 
 def stack(sources: Sequence[Tensor], *, out_dim: Dim | None = None) -> tuple[Tensor, Dim]:
-    """Stack tensors with the same dims along a new first dim ``out_dim`` (default: a new static dim).
+    """Stack tensors with the same dims along a new first dim ``out_dim`` (default: a new static dim; a dynamic one
+    must have the padded length ``len(sources)``, e.g. the concatenation of two dims of the frames stacked).
 
     :return: the result ``[out_dim, *sources[0].dims]`` and ``out_dim``
     Example: ``both, pair_dim = rf.stack([mean, variance])``
@@ -261,14 +262,28 @@ def stack(sources: Sequence[Tensor], *, out_dim: Dim | None = None) -> tuple[Ten
             raise ValueError(f"{func}: sources[{i}] has dims {list(src.dims)}, sources[0] {list(sources[0].dims)}")
     if out_dim is None:
         out_dim = Dim(len(sources), name="stack")
-    elif not isinstance(out_dim, Dim) or out_dim.dimension != len(sources):
-        raise ValueError(f"{func}: out_dim must be a static Dim of size {len(sources)}, got {out_dim!r}")
+    elif not isinstance(out_dim, Dim) or not _stackable(out_dim, len(sources)):
+        raise ValueError(f"{func}: out_dim must be a Dim of (padded) size {len(sources)}, got {out_dim!r}")
     backend: Backend = common_backend(*sources)
     dtype = result_dtype(*(s.dtype for s in sources))
     dims = sources[0].dims
     raws = [backend.expand_dims(align(cast(s, dtype) if s.dtype != dtype else s, dims), 0) for s in sources]
     return Tensor(backend.concat(raws, 0), (out_dim,) + dims, sparse_dim=sources[0].sparse_dim, backend=backend), \
         out_dim  # fmt: skip
+
+
+def _stackable(out_dim: Dim, count: int) -> bool:
+    """:return: whether ``out_dim`` (static, or dynamic with a padded length of ``count``) can hold ``count``
+    stacked tensors"""
+    if out_dim.dimension is not None:
+        return out_dim.dimension == count
+    if out_dim.dyn_size_ext is None:
+        return False
+    length = dim_length(out_dim)
+    if not isinstance(length, int):  # a raw scalar: compared where its value is known (not while tracing)
+        value = out_dim.dyn_size_ext.backend.concrete_value(length)
+        length = int(value) if value is not None else count
+    return length == count
 
 
 def unstack(source: Tensor, *, axis: Dim) -> tuple[Tensor, ...]:

@@ -109,8 +109,21 @@ def test_shape_function_errors(backend, rng):
         rf.reshape(xt, in_dims=[batch, feat], out_dims=[Dim(5, name="five")])
     with pytest.raises(ValueError, match="stack: sources\\[1\\] has dims"):
         rf.stack([xt, rf.zeros([batch])])
-    with pytest.raises(ValueError, match="stack: out_dim must be a static Dim of size 2"):
+    with pytest.raises(ValueError, match=r"stack: out_dim must be a Dim of \(padded\) size 2"):
         rf.stack([xt, xt], out_dim=Dim(3, name="three"))
+
+
+def test_stack_onto_a_dynamic_dim_of_that_padded_length(backend, rng):
+    frames, feat = Dim(2, name="frames"), Dim(3, name="feat")
+    lens = np.array([3, 1])
+    time = Dim(rf.convert_to_tensor(lens.astype("int32"), dims=[frames]), name="time")  # padded length 3
+    x = rng.normal(size=(3, 3))
+    parts = [rf.convert_to_tensor(x[i], dims=[feat]) for i in range(3)]
+    out, out_dim = rf.stack(parts, out_dim=time)
+    assert out_dim is time and out.dims == (time, feat)
+    np.testing.assert_array_equal(out.numpy(), x)
+    with pytest.raises(ValueError, match=r"padded\) size 2"):
+        rf.stack(parts[:2], out_dim=time)
 
 
 def test_shape_functions_pass_the_gradient_through(backend, rng):
