@@ -39,6 +39,8 @@ from returnn_ls.dim_funcs import (
     last_frame_position_of_dim,
     limit_repeats,
     linspace_over_dim,
+    range_over_dim_strided,
+    range_over_merged_dims,
     repeat,
     replace_dim,
     replace_dim_v2,
@@ -167,6 +169,7 @@ from returnn_ls.nn import (
     relu_square,
     remove_parametrization,
     selu,
+    sequential,
     set_random_seed,
     silu,
     sinusoidal_encoding,
@@ -228,7 +231,7 @@ from returnn_ls.scatter_funcs import (
     scatter_logsumexp,
     scatter_mean,
 )
-from returnn_ls.seq_funcs import pad, reverse_sequence, shift_left, shift_right
+from returnn_ls.seq_funcs import cum_concat_step, pad, reverse_sequence, shift_left, shift_right
 from returnn_ls.slice_funcs import slice
 from returnn_ls.sort_funcs import sort, top_k_mask, top_p_mask
 from returnn_ls.split_funcs import merge_dims, one_hot, sparse_to_dense, split, split_dims
@@ -278,6 +281,7 @@ __all__ = [
     "ctc_greedy_decode",
     "ctc_loss",
     "ctc_no_label_loop_blank_durations_from_path",
+    "cum_concat_step",
     "cumsum",
     "Dim",
     "dot",
@@ -366,8 +370,8 @@ __all__ = [
     "mul",
     "neg",
     "nested",
-    "normalize",
     "Normalize",
+    "normalize",
     "not_equal",
     "num_elements_of_shape",
     "one_hot",
@@ -388,6 +392,8 @@ __all__ = [
     "random_normal",
     "random_uniform",
     "range_over_dim",
+    "range_over_dim_strided",
+    "range_over_merged_dims",
     "reciprocal",
     "reduce_all",
     "reduce_any",
@@ -437,6 +443,7 @@ __all__ = [
     "selu",
     "sequence_mask",
     "Sequential",
+    "sequential",
     "set_label_checks",
     "set_random_seed",
     "set_requires_gradient",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from returnn_ls import _validate
@@ -15,8 +16,8 @@ from returnn_ls.reduce import reduce_sum
 from returnn_ls.tensor import Tensor
 
 __all__ = [
-    "last_frame_position_of_dim", "limit_repeats", "linspace_over_dim", "repeat", "replace_dim", "replace_dim_v2",
-    "set_sparse_dim",
+    "last_frame_position_of_dim", "limit_repeats", "linspace_over_dim", "range_over_dim_strided",
+    "range_over_merged_dims", "repeat", "replace_dim", "replace_dim_v2", "set_sparse_dim",
 ]  # fmt: skip
 
 
@@ -202,3 +203,31 @@ def last_frame_position_of_dim(dim: Dim, *, device: str | None = None, allow_sca
     positions = maximum(dim.get_size_tensor() - 1, 0)
     positions.sparse_dim = dim
     return positions
+
+
+def range_over_dim_strided(dim: Dim, *, stride: int | Tensor, out_dim: Dim | None = None, dtype: str | None = None,
+                           device: str | None = None) -> tuple[Tensor, Dim]:  # fmt: skip
+    """:return: ``0, stride, 2*stride, ...`` below the size of ``dim`` (per sequence for a dynamic dim) over
+    ``out_dim`` (default ``ceil(dim / stride)``: ``dim.ceildiv_right(stride)`` for an int stride), and that dim"""
+    if out_dim is None:
+        if isinstance(stride, Tensor):
+            sizes = dim.get_size_tensor()
+            out_dim = Dim(-(-sizes // cast(stride, sizes.dtype)), name=f"{dim.name}:strided")
+        else:
+            out_dim = dim.ceildiv_right(stride)
+    return range_over_dim(out_dim, dtype=dtype, device=device) * stride, out_dim
+
+
+def range_over_merged_dims(dims: Sequence[Dim], *, dtype: str | None = None, device: str | None = None) -> Tensor:
+    """:return: over ``dims``, the index into their merged dim (row-major: ``i_0 * size_1 + i_1`` for two), with
+    ``sparse_dim`` that dim (``dims[0] * dims[1] * ...``), for indexing the result of :func:`returnn_ls.merge_dims`
+    """
+    from returnn_ls.split_funcs import split_dims
+
+    if not dims:
+        raise ValueError("range_over_merged_dims: dims must hold at least one Dim")
+    merged = dims[0]
+    for dim in dims[1:]:
+        merged = merged * dim
+    indices = range_over_dim(merged, dtype=dtype, device=device)
+    return split_dims(indices, axis=merged, dims=list(dims)) if len(dims) > 1 else indices

@@ -21,7 +21,7 @@ from returnn_ls.math_funcs import clip_by_value
 from returnn_ls.ops import axes_of, cast, constant, maximum, range_over_dim, where
 from returnn_ls.tensor import Tensor, is_scalar
 
-__all__ = ["pad", "reverse_sequence", "shift_left", "shift_right"]
+__all__ = ["cum_concat_step", "pad", "reverse_sequence", "shift_left", "shift_right"]
 
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
@@ -237,3 +237,18 @@ def reverse_sequence(tensor: Tensor, *, axis: Dim, handle_dynamic_dims: bool = T
         raise ValueError(f"{func}: the sizes of {axis} are not known yet (set its dyn_size_ext)")
     indices = _length_or_sizes(axis, tensor, True) - 1 - range_over_dim(axis, like=tensor)
     return gather(tensor, indices=indices, axis=axis, clip_to_valid=True)
+
+
+def cum_concat_step(source: Tensor, *, prev_accum: Tensor, axis: Dim, out_spatial_dim: Dim | None = None
+                    ) -> tuple[Tensor, Dim]:  # fmt: skip
+    """One step of accumulating frames (RETURNN's ``CumConcatLayer``, e.g. the keys of step-wise self-attention):
+    ``prev_accum`` along ``axis`` with ``source`` appended as a new last frame (per sequence for a dynamic axis).
+
+    :param source: the new frame: ``prev_accum``'s dims without ``axis``
+    :param out_spatial_dim: the grown dim (default: ``axis + 1``)
+    :return: the accumulated frames and ``out_spatial_dim``
+    """
+    out_spatial_dim = out_spatial_dim if out_spatial_dim is not None else axis + 1
+    out, (out_spatial_dim,) = pad(prev_accum, axes=[axis], padding=[(0, 1)], out_dims=[out_spatial_dim],
+                                  value=source)  # fmt: skip
+    return out, out_spatial_dim

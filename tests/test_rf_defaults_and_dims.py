@@ -86,3 +86,38 @@ def test_ctc_greedy_decode_merges_repeats_and_removes_blanks(backend, rng):
     assert labels.sparse_dim is target
     with pytest.raises(ValueError, match="target_dim needs the blank last"):
         rf.ctc_greedy_decode(logits, in_spatial_dim=time, blank_index=0, target_dim=target)
+
+
+def test_range_over_dim_strided_and_merged_dims(backend):
+    seven = Dim(7, name="seven")
+    values, out_dim = rf.range_over_dim_strided(seven, stride=3)
+    assert out_dim.dimension == 3
+    np.testing.assert_array_equal(values.numpy(), [0, 3, 6])
+    rows, cols = Dim(2, name="rows"), Dim(3, name="cols")
+    merged = rf.range_over_merged_dims([rows, cols])
+    assert merged.dims == (rows, cols) and merged.sparse_dim.dimension == 6
+    np.testing.assert_array_equal(merged.numpy(), np.arange(6).reshape(2, 3))
+    batch = Dim(2, name="batch")
+    time = Dim(rf.convert_to_tensor(np.array([5, 2], "int32"), dims=[batch]), name="time")
+    values, out_dim = rf.range_over_dim_strided(time, stride=2)
+    np.testing.assert_array_equal(out_dim.dyn_size_ext.numpy(), [3, 1])  # ceil(5 / 2), ceil(2 / 2)
+
+
+def test_cum_concat_step_appends_a_frame_per_sequence(backend, rng):
+    batch, feat = Dim(2, name="batch"), Dim(3, name="feat")
+    lens = np.array([2, 1])
+    time = Dim(rf.convert_to_tensor(lens.astype("int32"), dims=[batch]), name="time")
+    prev, new = rng.normal(size=(2, 2, 3)), rng.normal(size=(2, 3))
+    out, out_dim = rf.cum_concat_step(rf.convert_to_tensor(new, dims=[batch, feat]),
+                                      prev_accum=rf.convert_to_tensor(prev, dims=[batch, time, feat]), axis=time)
+    np.testing.assert_array_equal(out_dim.dyn_size_ext.numpy(), lens + 1)
+    got = out.copy_transpose([batch, out_dim, feat]).numpy()
+    for b, n in enumerate(lens):
+        np.testing.assert_array_equal(got[b, : n + 1], np.concatenate([prev[b, :n], new[b : b + 1]]))
+
+
+def test_sequential_applies_modules_and_functions_in_order(backend, rng):
+    feat = Dim(3, name="feat")
+    x = rf.convert_to_tensor(rng.normal(size=3), dims=[feat])
+    out = rf.sequential(x, lambda t: t * 2.0, rf.relu, lambda t: t + 1.0)
+    np.testing.assert_allclose(out.numpy(), np.maximum(x.numpy() * 2, 0) + 1, rtol=1e-12)

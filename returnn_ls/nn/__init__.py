@@ -26,7 +26,7 @@ from returnn_ls.nn.conformer import (
     ConformerEncoderLayer,
     ConformerPositionwiseFeedForward,
 )
-from returnn_ls.nn.container import ModuleList, ParameterList, Sequential
+from returnn_ls.nn.container import ModuleList, ParameterList, Sequential, sequential
 from returnn_ls.nn.conv import Conv1d
 from returnn_ls.nn.conv_funcs import conv, make_conv_out_spatial_dims
 from returnn_ls.nn.conv_transposed import TransposedConv1d, make_transposed_conv_out_spatial_dims, transposed_conv
@@ -127,6 +127,7 @@ __all__ = [
     "remove_parametrization",
     "selu",
     "set_random_seed",
+    "sequential",
     "silu",
     "sinusoidal_encoding",
     "sinusoidal_positional_encoding",

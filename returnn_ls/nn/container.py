@@ -11,7 +11,7 @@ from returnn_ls.nn.module import Functional, Module
 from returnn_ls.nn.parameter import Parameter
 from returnn_ls.tensor import Tensor
 
-__all__ = ["ModuleList", "ParameterList", "Sequential"]
+__all__ = ["ModuleList", "ParameterList", "Sequential", "sequential"]
 
 
 def _as_module(obj: Any) -> Module:
@@ -154,3 +154,8 @@ class ParameterList(_NamedList):
     """
 
     _convert = staticmethod(_as_parameter)
+
+
+def sequential(source: Any, *modules: Any) -> Any:
+    """:return: ``Sequential(*modules)(source)`` (modules or plain functions, applied in order)"""
+    return Sequential(*modules)(source)
