@@ -121,3 +121,22 @@ def test_sequential_applies_modules_and_functions_in_order(backend, rng):
     x = rf.convert_to_tensor(rng.normal(size=3), dims=[feat])
     out = rf.sequential(x, lambda t: t * 2.0, rf.relu, lambda t: t + 1.0)
     np.testing.assert_allclose(out.numpy(), np.maximum(x.numpy() * 2, 0) + 1, rtol=1e-12)
+
+
+def test_calc_conv_out_length_matches_pytorchs_formula_for_ints_tensors_and_dims(backend):
+    for length, size, stride, pad, dilation in itertools.product([1, 7, 16], [1, 3, 4], [1, 2, 3], [0, 1, 2], [1, 2]):
+        expected = max((length + 2 * pad - dilation * (size - 1) - 1) // stride + 1, 0)  # torch.nn.Conv1d's docs
+        got = rf.calc_conv_out_length(length, filter_size=size, stride=stride, padding=pad, dilation_rate=dilation)
+        assert got == expected, (length, size, stride, pad, dilation)
+        same = rf.calc_conv_out_length(length, filter_size=size, stride=stride, padding="same")
+        assert same == -(-length // stride)
+    batch = Dim(3, name="batch")
+    lengths = np.array([7, 2, 16])
+    tensor = rf.calc_conv_out_length(rf.convert_to_tensor(lengths.astype("int32"), dims=[batch]), filter_size=3,
+                                     stride=2, padding="valid")  # fmt: skip
+    np.testing.assert_array_equal(tensor.numpy(), np.maximum(lengths - 2, 0) // 2 + (np.maximum(lengths - 2, 0) % 2))
+    time = Dim(rf.convert_to_tensor(lengths.astype("int32"), dims=[batch]), name="time")
+    out_dim = rf.calc_conv_out_length(time, filter_size=3, stride=2, padding="valid", name="conv_time")
+    assert out_dim.name == "conv_time"
+    np.testing.assert_array_equal(out_dim.dyn_size_ext.numpy(), tensor.numpy())
+    assert rf.calc_conv_out_length(time, filter_size=3, stride=1, padding="same") is time

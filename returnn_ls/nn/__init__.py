@@ -28,7 +28,7 @@ from returnn_ls.nn.conformer import (
 )
 from returnn_ls.nn.container import ModuleList, ParameterList, Sequential, sequential
 from returnn_ls.nn.conv import Conv1d
-from returnn_ls.nn.conv_funcs import conv, make_conv_out_spatial_dims
+from returnn_ls.nn.conv_funcs import calc_conv_out_length, conv, make_conv_out_spatial_dims
 from returnn_ls.nn.conv_transposed import TransposedConv1d, make_transposed_conv_out_spatial_dims, transposed_conv
 from returnn_ls.nn.dropout import dropout, dropout_broadcast_default
 from returnn_ls.nn.init import set_random_seed
@@ -97,6 +97,7 @@ __all__ = [
     "TransposedConv1d",
     "ZoneoutLSTM",
     "build_dict",
+    "calc_conv_out_length",
     "build_from_dict",
     "concat",
     "concat_dim",

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 from returnn_ls import _validate
 from returnn_ls.dim import Dim
 from returnn_ls.nn.conv import _positive_int, backend_padding, make_out_spatial_dim
-from returnn_ls.ops import align, common_backend, sequence_mask, where
+from returnn_ls.ops import align, common_backend, maximum, sequence_mask, where
 from returnn_ls.tensor import Tensor
 
-__all__ = ["conv", "make_conv_out_spatial_dims"]
+__all__ = ["calc_conv_out_length", "conv", "make_conv_out_spatial_dims"]
 
 
 def conv(
@@ -129,6 +130,31 @@ def make_conv_out_spatial_dims(
             new.name = f"{description_prefix}:spatial{i}"
         out.append(new)
     return out
+
+
+def calc_conv_out_length(in_length: Any, *, filter_size: int | Dim, stride: int, padding: str | int,
+                         dilation_rate: int = 1, name: str | None = None) -> Any:  # fmt: skip
+    """:return: the output length of a convolution or pooling over ``in_length``: an int, a Tensor of lengths
+    (per entry), or a Dim (then :func:`make_conv_out_spatial_dims`' dim, named ``name`` if new); ``"same"``:
+    ``ceil(T / stride)``, ``"valid"`` or an int padding ``p``: ``ceil(max(T + 2p - (filter_size - 1) *
+    dilation_rate, 0) / stride)``"""
+    if isinstance(in_length, Dim):
+        (out,) = make_conv_out_spatial_dims([in_length], filter_size=filter_size, padding=padding, strides=stride,
+                                            dilation_rate=dilation_rate)  # fmt: skip
+        if name and out is not in_length:
+            out.name = name
+        return out
+    size = filter_size.dimension if isinstance(filter_size, Dim) else filter_size
+    pad = padding.lower() if isinstance(padding, str) else padding
+    if pad == "same":
+        valid = in_length
+    elif pad == "valid" or (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0):
+        extra = 2 * pad if isinstance(pad, int) else 0
+        valid = in_length + extra - (size - 1) * dilation_rate
+        valid = max(valid, 0) if isinstance(valid, int) else maximum(valid, 0)
+    else:
+        raise ValueError(f"calc_conv_out_length: padding must be 'same', 'valid' or an int >= 0, got {padding!r}")
+    return -(-valid // stride)
 
 
 def _one(dims: Sequence[Dim], name: str, func: str) -> Sequence[Dim]:
