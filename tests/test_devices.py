@@ -91,8 +91,25 @@ def _ctc(x: dict) -> list:
     return [loss]
 
 
+def _rf_functions(x: dict) -> list:
+    """RETURNN's frontend functions that create tensors from dims or numbers (sizes, ranges, masks, constants)"""
+    batch, time, vocab = x["dims"][:3]
+    logits = x["logits"]
+    mean, var = rf.moments(logits, axis=[time, vocab], correction=1)
+    values, _, sorted_dim = rf.sort(logits, axis=time, descending=True)
+    nucleus = rf.top_p_mask(rf.softmax(logits, axis=vocab), axis=vocab, p=0.5)
+    merged, _ = rf.merge_dims(logits, dims=[time, vocab])
+    labels, _ = rf.ctc_greedy_decode(logits, in_spatial_dim=time, blank_index=0)
+    ys, last, _ = rf.scan(spatial_dim=time, initial=rf.reduce_sum(logits, axis=time) * 0.0,
+                          xs=logits, body=lambda frame, h: (h * 0.5 + frame, h * 0.5 + frame))  # fmt: skip
+    gated, _ = rf.gating(logits, axis=vocab)
+    return [mean, var, rf.reduce_sum(values, axis=sorted_dim), nucleus, rf.linspace_over_dim(time) + mean, merged,
+            labels, ys, last, rf.safe_log(rf.maximum(logits, 0.1)), gated, rf.one_hot(x["targets"])]  # fmt: skip
+
+
 CASES: dict[str, Callable[[dict], list]] = {
     "label_smoothing": _smoothing, "gradient_path": _gradient_path, "fused_losses": _fused_losses, "ctc": _ctc,
+    "rf_functions": _rf_functions,
 }  # fmt: skip
 
 
