@@ -82,3 +82,37 @@ def test_run_trains_decodes_and_writes_every_test_word(tmp_path, backend, config
     assert [r[0] for r in rows] == words and report["words"] == len(words)
     assert 0.0 <= report["per"] and 0.0 <= report["wer"] <= 1.0 and report["nll"] > 0 and 0 <= report["ece"] <= 1
     assert set(report["seconds"]) == {"train", "decode", "total", "cpu_total"} and report["beam_size"] == 3
+
+
+def test_ctc_report_scores_the_references_without_an_end_label(tmp_path, select):
+    """The CTC model's test NLL is the CTC loss of the word's own phones (its class 0 is the blank, so the
+    end-of-sequence label of the attention targets must not be appended), against torch's F.ctc_loss."""
+    torch = pytest.importorskip("torch")
+    from demos.g2p.run import _ctc_log_probs, evaluate
+    from returnn_ls.training.datasets.cmudict import PHONE_VOCAB, encode_word
+    from returnn_ls.training.engine import Engine
+    from returnn_ls.training.setup import build_setup
+
+    select("torch")
+    dict_file = str(tmp_path / "fake.dict")
+    _fake_dictionary(dict_file)
+    data = "{'class': 'CMUDictDataset', 'subset': '%s', 'dict_file': %r, 'seq_postfix': []}"
+    config = load_config(CTC_CONFIG, [("train", data % ("train", dict_file)), ("dev", data % ("dev", dict_file)),
+                                      ("num_epochs", "1")])  # fmt: skip
+    setup = build_setup(config, "torch", out_dir=str(tmp_path / "out"))
+    Engine(setup, str(tmp_path / "out"), progress=False).run()
+    scores, _ = evaluate(setup, beam_size=1, test_seqs=None)
+    with open(dict_file, encoding="utf-8") as f:
+        pairs = [(w, [PHONE_VOCAB.index(p.rstrip("1")) for p in ps]) for w, *ps in map(str.split, f)
+                 if split_of(w) == "test"]  # fmt: skip
+    setup.task.set_train_flag(False)
+    rf.init_forward_step_run_ctx()
+    try:
+        _, _, _, (log_probs, lens) = _ctc_log_probs(setup.task.model, config, [encode_word(w) for w, _ in pairs])
+    finally:
+        rf.reset_run_ctx()
+    targets = [torch.tensor(p) for _, p in pairs]
+    loss = torch.nn.functional.ctc_loss(
+        torch.tensor(log_probs).transpose(0, 1), torch.nn.utils.rnn.pad_sequence(targets, batch_first=True),
+        torch.tensor(lens), torch.tensor([len(p) for _, p in pairs]), blank=0, reduction="sum")  # fmt: skip
+    assert scores["nll"] == pytest.approx(float(loss) / sum(len(p) for _, p in pairs), rel=1e-4)

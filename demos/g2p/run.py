@@ -146,8 +146,11 @@ def evaluate(setup: Any, beam_size: int, test_seqs: int | None) -> tuple[dict, d
     """Decode and score the test set with the trained model; :return: the scores and the hypotheses"""
     config, model = setup.config, setup.task.model
     train_opts = config.get("train")
-    dict_file = train_opts.get("dict_file") if isinstance(train_opts, dict) else None
-    test = CMUDictDataset(subset="test", num_seqs=test_seqs, dict_file=dict_file)
+    train_opts = train_opts if isinstance(train_opts, dict) else {}
+    # the targets as in training: with the end-of-sequence label for an attention decoder, none for CTC (whose
+    # class 0 is the blank)
+    test = CMUDictDataset(subset="test", num_seqs=test_seqs, dict_file=train_opts.get("dict_file"),
+                          seq_postfix=train_opts.get("seq_postfix", [0]))  # fmt: skip
     refs = test.references()
     if test_seqs is not None:
         test.init_seq_order(1)
