@@ -52,3 +52,28 @@ def test_normalize_and_the_normalize_module(backend, rng):
     module.scale.initial, module.bias.initial = scale, bias
     got = module(t, axis=feat).copy_transpose([batch, time, feat]).numpy()
     np.testing.assert_allclose(got, ref * scale + bias, rtol=1e-5)  # float32 parameters
+
+
+def test_group_norm_spatial_equals_torch_group_norm(backend, rng):
+    torch = pytest.importorskip("torch")
+    batch, channels, time = Dim(2, name="batch"), Dim(6, name="channels"), Dim(5, name="time")
+    x = rng.normal(size=(2, 5, 6)) * 3 + 1
+    scale, bias = rng.normal(size=6), rng.normal(size=6)
+    norm = rf.GroupNormSpatial(channels, num_groups=3)
+    assert [name for name, _ in norm.named_parameters()] == ["scale", "bias"]
+    norm.scale.initial, norm.bias.initial = scale, bias
+    got = norm(rf.convert_to_tensor(x, dims=[batch, time, channels]), spatial_dim=time)
+    ref = torch.nn.functional.group_norm(torch.tensor(x).transpose(1, 2), 3, torch.tensor(scale), torch.tensor(bias),
+                                         eps=1e-6).transpose(1, 2).numpy()  # fmt: skip
+    np.testing.assert_allclose(got.copy_transpose([batch, time, channels]).numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_group_norm_normalizes_each_position_over_its_group(backend, rng):
+    frames, channels = Dim(4, name="frames"), Dim(6, name="channels")
+    x = rng.normal(size=(4, 6)) * 2
+    out = rf.GroupNorm(channels, num_groups=2)(rf.convert_to_tensor(x, dims=[frames, channels]))
+    groups = x.reshape(4, 2, 3)
+    ref = ((groups - groups.mean(-1, keepdims=True)) / np.sqrt(groups.var(-1, keepdims=True) + 1e-6)).reshape(4, 6)
+    np.testing.assert_allclose(out.copy_transpose([frames, channels]).numpy(), ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="num_groups must divide"):
+        rf.GroupNorm(channels, num_groups=4)

@@ -31,12 +31,15 @@ from returnn_ls.nn.conv import Conv1d
 from returnn_ls.nn.conv_funcs import calc_conv_out_length, conv, make_conv_out_spatial_dims
 from returnn_ls.nn.conv_transposed import TransposedConv1d, make_transposed_conv_out_spatial_dims, transposed_conv
 from returnn_ls.nn.dropout import dropout, dropout_broadcast_default
+from returnn_ls.nn.group_norm import GroupNorm, GroupNormSpatial
 from returnn_ls.nn.init import set_random_seed
 from returnn_ls.nn.linear import Embedding, Linear
 from returnn_ls.nn.module import Functional, Module
 from returnn_ls.nn.normalization import BatchNorm, LayerNorm, Normalize, RMSNorm, moments, normalize
 from returnn_ls.nn.parameter import Parameter
 from returnn_ls.nn.parametrize import (
+    WeightDropout,
+    WeightNoise,
     is_parametrized,
     register_parametrization,
     remove_parametrization,
@@ -71,15 +74,17 @@ __all__ = [
     "FeedForward",
     "FeedForwardGated",
     "Functional",
-    "LSTM",
+    "GroupNorm",
+    "GroupNormSpatial",
     "LayerNorm",
     "LearnedRelativePositionalEncoding",
     "Linear",
+    "LSTM",
     "LstmState",
     "Module",
     "ModuleList",
-    "Parameter",
     "Normalize",
+    "Parameter",
     "ParameterList",
     "RelPosCausalSelfAttention",
     "RelPosSelfAttention",
@@ -95,6 +100,8 @@ __all__ = [
     "TransformerEncoder",
     "TransformerEncoderLayer",
     "TransposedConv1d",
+    "WeightDropout",
+    "WeightNoise",
     "ZoneoutLSTM",
     "build_dict",
     "calc_conv_out_length",
