@@ -2,7 +2,7 @@
 write the table (``demos/figures/g2p_sweep.json``) and its figures (``g2p_sweep.png``,
 ``g2p_sweep_reliability.png``).
 
-    python demos/g2p/sweep.py --out returnn_ls_out/g2p_sweep [--seeds 3] [--epochs 8] [--ctc-epochs 2] [--jobs 2]
+    python demos/g2p/sweep.py --out returnn_ls_out/g2p_sweep [--seeds 3] [--epochs 8] [--ctc-epochs 1] [--jobs 2]
     python demos/g2p/sweep.py --out returnn_ls_out/g2p_sweep --plot-only   # table and figures from finished runs
 
 Each run is ``demos/g2p/run.py`` in a subprocess (attention.config or ctc.config with ``++`` overrides: the
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="returnn_ls_out/g2p_sweep")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8, help="attention model: epochs (a quarter of the words)")
-    parser.add_argument("--ctc-epochs", type=int, default=2, help="CTC model: epochs (all the words)")
+    parser.add_argument("--ctc-epochs", type=int, default=1, help="CTC model: epochs (all the words)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once")
     parser.add_argument("--backend", default=None, help="default: the configs' backend")
     parser.add_argument("--train-seqs", type=int, default=None, help="train on this many words (a quick check)")
