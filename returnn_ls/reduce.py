@@ -11,8 +11,8 @@ from returnn_ls.ops import axes_of, cast, log, sequence_mask, where
 from returnn_ls.tensor import Tensor
 
 __all__ = [
-    "reduce", "reduce_all", "reduce_any", "reduce_logmeanexp", "reduce_logsumexp", "reduce_max", "reduce_mean",
-    "reduce_min", "reduce_sum",
+    "num_entries", "reduce", "reduce_all", "reduce_any", "reduce_logmeanexp", "reduce_logsumexp", "reduce_max",
+    "reduce_mean", "reduce_min", "reduce_sum",
 ]  # fmt: skip
 
 _NEUTRAL = {"sum": 0.0, "mean": 0.0, "max": float("-inf"), "min": float("inf"), "logsumexp": float("-inf")}
@@ -81,14 +81,21 @@ def reduce_logsumexp(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = T
 def reduce_logmeanexp(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:
     """:return: ``log(mean(exp(x)))`` over ``axis`` (over valid frames only for dynamic dims), computed stably"""
     out = reduce_logsumexp(x, axis=axis, use_mask=use_mask)
-    axes = axes_of(x, axis, "reduce_logmeanexp")
+    count = num_entries(x, axes_of(x, axis, "reduce_logmeanexp"), use_mask=use_mask, dtype=out.dtype)
+    return out - (float(np.log(count)) if isinstance(count, float) else log(count))
+
+
+def num_entries(x: Tensor, axes: list[Dim], *, use_mask: bool, dtype: str) -> float | Tensor:
+    """:return: the number of entries of ``x`` over ``axes``, over the remaining dims (with ``use_mask``: the
+    padding of dynamic dims left out): a float where it is known on the host, else a Tensor of ``dtype``"""
     dynamic = [a for a in axes if a.is_padded()] if use_mask else []
     if dynamic:
-        return out - log(count_valid(x, axes, dynamic, out.dtype))
-    count = 1
+        return count_valid(x, axes, dynamic, dtype)
+    count: float | Tensor = 1.0
     for a in axes:
-        count *= x.backend.axis_size(x.raw_tensor, x.dims.index(a))
-    return out - (float(np.log(count)) if isinstance(count, int) else log(Tensor(x.backend.cast(count, out.dtype), ())))
+        size = x.backend.axis_size(x.raw_tensor, x.dims.index(a))
+        count = count * (float(size) if isinstance(size, int) else Tensor(x.backend.cast(size, dtype), ()))
+    return count
 
 
 def reduce_any(x: Tensor, *, axis: Dim | Sequence[Dim], use_mask: bool = True) -> Tensor:

@@ -3,21 +3,31 @@ functions ``moments`` and ``normalize``."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from returnn_ls import _validate
-from returnn_ls.array_funcs import dim_length
 from returnn_ls.dim import Dim
 from returnn_ls.gradient import stop_gradient
 from returnn_ls.nn._utils import check_input, check_static_dim, raw_param, train_flag
 from returnn_ls.nn.module import Module
 from returnn_ls.nn.parameter import Parameter
 from returnn_ls.ops import align, cast, common_backend, maximum, unary, where
-from returnn_ls.reduce import count_valid, reduce_mean
+from returnn_ls.reduce import num_entries, reduce_mean
 from returnn_ls.tensor import Tensor
 
 __all__ = ["BatchNorm", "LayerNorm", "Normalize", "RMSNorm", "moments", "normalize"]
+
+
+def _norm_dims(in_dim: Dim | Sequence[Dim], eps: float, func: str) -> list[Dim]:
+    """:return: ``in_dim`` as a list of static dims; :raise ValueError: for no dims or ``eps`` < 0"""
+    dims = [in_dim] if isinstance(in_dim, Dim) else list(in_dim)
+    if not dims:
+        raise ValueError(f"{func}: in_dim must be a Dim or a non-empty sequence of Dims")
+    for dim in dims:
+        check_static_dim(dim, "in_dim", func)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"{func}: eps must be a float >= 0, got {eps!r}")
+    return dims
 
 
 class LayerNorm(Module):
@@ -38,13 +48,7 @@ class LayerNorm(Module):
     """
 
     def __init__(self, in_dim: Dim | Sequence[Dim], *, eps: float = 1e-6, with_bias: bool = True):
-        dims = [in_dim] if isinstance(in_dim, Dim) else list(in_dim)
-        if not dims:
-            raise ValueError("LayerNorm: in_dim must be a Dim or a non-empty sequence of Dims")
-        for dim in dims:
-            check_static_dim(dim, "in_dim", "LayerNorm")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-            raise ValueError(f"LayerNorm: eps must be a float >= 0, got {eps!r}")
+        dims = _norm_dims(in_dim, eps, "LayerNorm")
         self.in_dim = in_dim
         self.eps = float(eps)
         self.scale = Parameter(dims, initial=1.0)
@@ -78,13 +82,7 @@ class RMSNorm(Module):
     """
 
     def __init__(self, in_dim: Dim | Sequence[Dim], *, eps: float = 1e-6, with_bias: bool = False):
-        dims = [in_dim] if isinstance(in_dim, Dim) else list(in_dim)
-        if not dims:
-            raise ValueError("RMSNorm: in_dim must be a Dim or a non-empty sequence of Dims")
-        for dim in dims:
-            check_static_dim(dim, "in_dim", "RMSNorm")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-            raise ValueError(f"RMSNorm: eps must be a float >= 0, got {eps!r}")
+        dims = _norm_dims(in_dim, eps, "RMSNorm")
         self.in_dim = in_dim
         self.eps = float(eps)
         self.scale = Parameter(dims, initial=1.0)
@@ -186,22 +184,16 @@ class BatchNorm(Module):
 
 
 def _moments(source: Tensor, axes: list[Dim], use_mask: bool) -> tuple[Tensor, Tensor]:
-    """:return: mean and biased variance of ``source`` over ``axes`` (in float32 for half precision)"""
-    x = cast(source, "float32") if source.dtype in ("float16", "bfloat16") else source
-    mean = reduce_mean(x, axis=axes, use_mask=use_mask)
-    centered = x - mean
-    variance = reduce_mean(centered * centered, axis=axes, use_mask=use_mask)
-    if x is not source:
+    """:return: :func:`moments` of ``source`` over ``axes`` (in float32 for half precision), in ``source``'s dtype"""
+    mean, variance = moments(source, axes, use_mask=use_mask)
+    if mean.dtype != source.dtype:
         mean, variance = cast(mean, source.dtype), cast(variance, source.dtype)
     return mean, variance
 
 
 def _correction(source: Tensor, axes: list[Dim]) -> Tensor | float:
     """:return: ``n / (n - 1)`` for the ``n`` entries (padding included) of ``source`` per feature (1 for n = 1)"""
-    backend, n = source.backend, 1.0
-    for axis in axes:
-        size = backend.axis_size(source.raw_tensor, source.dims.index(axis))
-        n = n * (float(size) if isinstance(size, int) else Tensor(backend.cast(size, "float32"), (), backend=backend))
+    n = num_entries(source, axes, use_mask=False, dtype="float32")
     if isinstance(n, float):
         return n / max(n - 1.0, 1.0)
     return n / maximum(n - 1.0, 1.0)
@@ -224,9 +216,7 @@ def moments(x: Tensor, axis: Dim | Sequence[Dim], *, use_mask: bool = True, corr
     mean = reduce_mean(x, axis=axes, use_mask=use_mask)
     variance = reduce_mean(unary("square", x - mean), axis=axes, use_mask=use_mask)
     if correction:
-        dynamic = [d for d in axes if d.is_padded()] if use_mask else []
-        count = count_valid(x, axes, dynamic, variance.dtype) if dynamic else float(
-            math.prod(dim_length(d, x) for d in axes))  # fmt: skip
+        count = num_entries(x, axes, use_mask=use_mask, dtype=variance.dtype)
         denominator = max(count - correction, 0.0) if isinstance(count, float) else maximum(count - correction, 0.0)
         variance = variance * count / denominator
     return mean, variance
