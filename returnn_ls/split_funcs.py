@@ -100,24 +100,15 @@ def merge_dims(source: Tensor, *, dims: Sequence[Dim], out_dim: Dim | None = Non
     if len(dims) == 1:
         return (source, dims[0]) if out_dim is None or out_dim is dims[0] else replace_dim(
             source, in_dim=dims[0], out_dim=out_dim)  # fmt: skip
-    lengths = [dim_length(d, source) for d in dims]
+    total = math.prod(dim_length(d, source) for d in dims)  # an int, or a raw scalar for dynamic dims
     if out_dim is None:
         if any(d.is_padded() for d in dims[1:]):
-            total = math.prod(lengths) if all(isinstance(n, int) for n in lengths) else _product(lengths)
             out_dim = Dim(total, name="merged")
         else:
             out_dim = dims[0]
             for dim in dims[1:]:
                 out_dim = out_dim * dim
-    total = math.prod(lengths) if all(isinstance(n, int) for n in lengths) else -1
-    return reshape_to(source, dims, [out_dim], [total]), out_dim
-
-
-def _product(lengths: list[Any]) -> Any:
-    out = lengths[0]
-    for n in lengths[1:]:
-        out = out * n
-    return out
+    return reshape_to(source, dims, [out_dim], [total if isinstance(total, int) else -1]), out_dim
 
 
 def sparse_to_dense(labels: Tensor, *, label_value: Any, other_value: Any, axis: Dim | None = None) -> Tensor:
